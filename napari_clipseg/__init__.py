@@ -1,0 +1,1 @@
+"""napari plugin for clipseg (thin adapter over the engine)."""
