@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# A test must never reach for the network. huggingface_hub reads this once, at import, so it is
+# set before anything imports open_clip.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.tiny_models import TINY_NAME, make_tiny_clip, register_tiny_config
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach for the network
+from tests.tiny_models import TINY_NAME, make_tiny_clip, register_tiny_config  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
