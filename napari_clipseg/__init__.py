@@ -1,1 +1,26 @@
-"""napari plugin for clipseg (thin adapter over the engine)."""
+"""napari plugin for clipseg: a thin adapter over the engine (:mod:`clipseg`).
+
+Contributions (see ``napari.yaml``): the dock widget :class:`~napari_clipseg.widget.ClipSegWidget`,
+a reader and a writer for label images with class-name sidecars (:mod:`clipseg.io`), and offline
+sample data. Dependencies point one way: this package imports the engine, never the reverse.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ClipSegWidget": "napari_clipseg.widget",
+    "Session": "napari_clipseg.job",
+    "apply_result": "napari_clipseg.apply",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:  # keep `import napari_clipseg` free of Qt
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_clipseg' has no attribute {name!r}")

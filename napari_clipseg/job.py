@@ -1,0 +1,313 @@
+"""The work of one Run, with no Qt and no viewer: safe to run in a worker thread.
+
+:class:`Session` owns the loaded models and the engine's :class:`clipseg.pipeline.Segmenter`
+(whose cache holds the window embeddings of the last plane). :meth:`Session.run` is a generator
+yielding :class:`JobProgress` once per engine step and returning a :class:`JobResult`; the widget
+hands it to a napari ``GeneratorWorker`` (whose ``quit()`` stops it at the next yield), while
+tests and scripts drain it synchronously with :func:`drive`.
+
+When only the class list, thresholds or PAMR changed since the last run on the same plane, with
+the same model, readout and windows, the session calls ``Segmenter.relabel`` instead of running
+the ViT again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipseg.config import SegmentConfig
+from clipseg.errors import ClipSegError, InvalidInputError
+
+from .image_source import ImageSource, PlaneIndex
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything a run needs, captured on the main thread.
+
+    Attributes
+    ----------
+    source : ImageSource
+        Where the pixels come from.
+    planes : list of tuple of int
+        Plane indices to segment (``[()]`` for a 2-D image).
+    classes : str
+        The class list as typed (one per line, synonyms separated by ";").
+    config : SegmentConfig
+        All engine options.
+    scores : bool
+        Keep the per-class probabilities ``(K, H, W)`` of every plane.
+    """
+
+    source: ImageSource
+    planes: list[PlaneIndex]
+    classes: str
+    config: SegmentConfig
+    scores: bool = False
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One progress step: plane ``plane + 1`` of ``n_planes``, engine ``stage`` at done/total."""
+
+    plane: int
+    n_planes: int
+    stage: str
+    done: int
+    total: int
+
+    @property
+    def text(self) -> str:
+        """Short human-readable description, e.g. ``"plane 2/5 - windows 3/8"``."""
+        head = f"plane {self.plane + 1}/{self.n_planes} - " if self.n_planes > 1 else ""
+        return f"{head}{self.stage} {self.done}/{self.total}"
+
+
+@dataclass
+class JobResult:
+    """What a run produced, to be applied to the viewer on the main thread.
+
+    Attributes
+    ----------
+    request : JobRequest
+    labels : dict of plane index -> (H, W) uint8/uint16 ndarray
+    probs : dict of plane index -> (K, H, W) float32 ndarray (only when ``request.scores``)
+    class_names : list of str
+        ``K`` names; label ``k + 1`` is ``class_names[k]``.
+    synonyms : list of list of str
+    model_name : str
+    relabelled : bool
+        True when the result came from cached embeddings (no ViT pass).
+    """
+
+    request: JobRequest
+    labels: dict[PlaneIndex, np.ndarray] = field(default_factory=dict)
+    probs: dict[PlaneIndex, np.ndarray] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    synonyms: list[list[str]] = field(default_factory=list)
+    model_name: str = ""
+    relabelled: bool = False
+
+
+def _model_key(config: SegmentConfig) -> tuple:
+    m = config.model
+    return (m.model, m.pretrained, m.checkpoint, m.device, m.precision, m.cache_dir)
+
+
+def _digest(image: np.ndarray) -> str:
+    """Content hash of an ``(H, W, 3)`` float32 plane (detects edited pixels)."""
+    return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest()
+
+
+class Session:
+    """Models and engine state kept between runs of one widget.
+
+    Parameters
+    ----------
+    loader : callable, optional
+        ``ModelConfig -> LoadedModel``; default :func:`clipseg.models.load_model`.
+
+    Notes
+    -----
+    Not thread-safe: the widget runs at most one job at a time.
+    """
+
+    def __init__(self, loader: Callable[[Any], Any] | None = None) -> None:
+        self._loader = loader
+        self._models: dict[tuple, Any] = {}
+        self._custom: dict[str, Any] = {}
+        self._segmenter: Any = None
+        self._segmenter_model: tuple | None = None
+        self._embed_key: tuple | None = None
+        self._embed_digest = ""
+
+    # -- models -----------------------------------------------------------------------------
+    def add_model(self, name: str, model: Any) -> None:
+        """Make an already-built model selectable by ``name`` (a LoadedModel or open_clip CLIP)."""
+        from clipseg.models import LoadedModel, wrap_model
+
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"model name: expected a non-empty string, got {name!r}")
+        self._custom[name] = model if isinstance(model, LoadedModel) else wrap_model(model,
+                                                                                     name=name)
+        self._models = {k: v for k, v in self._models.items() if k[0] != name}
+        if self._segmenter_model is not None and self._segmenter_model[0] == name:
+            self._segmenter = None  # it holds the previous model under this name
+            self._embed_key = None
+
+    def loaded(self, name: str) -> Any:
+        """The model added as ``name`` with :meth:`add_model`."""
+        if name not in self._custom:
+            raise InvalidInputError(f"model {name!r}: expected one of the added models "
+                                    f"{self.custom_models}")
+        return self._custom[name]
+
+    @property
+    def custom_models(self) -> list[str]:
+        """Names registered with :meth:`add_model`."""
+        return list(self._custom)
+
+    def model_for(self, config: SegmentConfig) -> Any:
+        """The LoadedModel for ``config.model`` (the last one loaded is kept for reuse)."""
+        name = config.model.model
+        if name in self._custom and config.model.checkpoint is None:
+            return self._custom_on_device(name, config.model.device)
+        key = _model_key(config)
+        if key not in self._models:
+            loader = self._loader
+            if loader is None:
+                from clipseg.models import load_model as loader
+            self._models.clear()  # keep one loaded model: weights can take gigabytes
+            self._segmenter = None
+            self._embed_key = None
+            self._models[key] = loader(config.model)
+        return self._models[key]
+
+    def _custom_on_device(self, name: str, device: str) -> Any:
+        """The added model ``name``, moved (in place) to ``device`` unless that is "auto"."""
+        from clipseg.models import resolve_device
+
+        loaded = self._custom[name]
+        if device == "auto":
+            return loaded
+        target = resolve_device(device)
+        if target != loaded.device:
+            loaded = dataclasses.replace(loaded, model=loaded.model.to(target), device=target)
+            self._custom[name] = loaded
+            self._segmenter = None  # it holds the model on its previous device
+            self._embed_key = None
+        return loaded
+
+    def forget_embeddings(self) -> None:
+        """Drop the cached embeddings (after a cancelled or failed run)."""
+        self._embed_key = None
+
+    # -- running ----------------------------------------------------------------------------
+    def _embedding_key(self, request: JobRequest, plane: PlaneIndex) -> tuple:
+        c = request.config
+        return (request.source.key, plane, _model_key(c), c.readout, c.window)
+
+    def can_relabel(self, request: JobRequest) -> bool:
+        """True when ``request`` differs from the last run only in classes/labels/refine.
+
+        (The pixels are compared too, by digest, when the run starts.)
+        """
+        return (len(request.planes) == 1 and self._segmenter is not None
+                and self._segmenter.has_cache
+                and self._embed_key == self._embedding_key(request, request.planes[0]))
+
+    def _segmenter_for(self, config: SegmentConfig) -> Any:
+        """The Segmenter for ``config`` (kept while the configuration does not change).
+
+        A Segmenter's configuration is fixed, so any change makes a new one; the loaded model
+        is shared through :meth:`model_for`.
+        """
+        from clipseg.pipeline import Segmenter
+
+        if self._segmenter is None or self._segmenter.config != config:
+            self._segmenter = Segmenter(config, model=self.model_for(config))
+            self._segmenter_model = _model_key(config)
+        return self._segmenter
+
+    def run(self, request: JobRequest) -> Generator[JobProgress, None, JobResult]:
+        """Segment every plane of ``request``; yields progress, returns the result.
+
+        Stopping the iteration early (a cancelled worker) leaves nothing half-applied: results
+        only reach the viewer through the returned :class:`JobResult`.
+        """
+        from clipseg.text import parse_classes
+
+        specs = parse_classes(request.classes)
+        result = JobResult(request=request, class_names=[s.name for s in specs],
+                           synonyms=[list(s.synonyms) for s in specs])
+        n = len(request.planes)
+        if n == 0:
+            raise InvalidInputError("planes: expected at least one plane to segment, got none")
+        if self.can_relabel(request):
+            yield JobProgress(0, 1, "labels", 0, 1)
+            image = request.source.read_plane(request.planes[0])
+            if _digest(image) == self._embed_digest:
+                seg = self._segmenter
+                out = seg.relabel(specs, labels=request.config.labels,
+                                  refine=request.config.refine)
+                self._store(result, request.planes[0], out, request.scores)
+                result.relabelled = True
+                yield JobProgress(0, 1, "labels", 1, 1)
+                return result
+
+        self._embed_key = None
+        yield JobProgress(0, n, "model", 0, 1)
+        seg = self._segmenter_for(request.config)
+        yield JobProgress(0, n, "model", 1, 1)
+        for p, plane in enumerate(request.planes):
+            self._embed_key = None  # the engine's cache is about to change
+            image = request.source.read_plane(plane)
+            gen = seg.run(image, specs)
+            while True:
+                try:
+                    step = next(gen)
+                except StopIteration as stop:
+                    out = stop.value
+                    break
+                yield JobProgress(p, n, step.stage, step.done, step.total)
+            self._store(result, plane, out, request.scores)
+            self._embed_key = self._embedding_key(request, plane)
+            self._embed_digest = _digest(image)
+        return result
+
+    @staticmethod
+    def _store(result: JobResult, plane: PlaneIndex, out: Any, scores: bool) -> None:
+        result.labels[plane] = np.asarray(out.labels)
+        result.model_name = out.model_name
+        if list(out.class_names) != result.class_names:
+            raise InvalidInputError(f"engine result: expected classes {result.class_names}, "
+                                    f"got {list(out.class_names)}")
+        if scores:
+            if out.probs is None:
+                raise InvalidInputError("scores: the engine returned no probabilities")
+            result.probs[plane] = np.asarray(out.probs, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """An expected failure (bad input, missing weights, out of memory) with a message for users."""
+
+    message: str
+
+
+def guarded_run(session: Session, request: JobRequest
+                ) -> Generator[JobProgress, None, JobResult | JobFailure]:
+    """:meth:`Session.run`, with the engine's expected errors turned into a :class:`JobFailure`.
+
+    Errors of the engine (:class:`clipseg.errors.ClipSegError`) and running out of memory are
+    problems the user can fix, so they come back as a message instead of a traceback. Anything
+    else is a bug and propagates (napari shows it with its traceback).
+    """
+    try:
+        return (yield from session.run(request))
+    except ClipSegError as exc:
+        session.forget_embeddings()
+        return JobFailure(str(exc))
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        session.forget_embeddings()
+        device = request.config.model.device
+        return JobFailure(f"out of memory on device {device!r} ({exc.__class__.__name__}); "
+                          "lower 'short side' or 'batch size', or run on another device")
+
+
+def drive(gen: Generator[Any, None, Any],
+          on_progress: Callable[[Any], None] | None = None) -> Any:
+    """Drain a progress generator synchronously and return its value (tests, scripts)."""
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(step)
