@@ -9,6 +9,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from ._llvm_guard import guard as _guard_llvm
+
+# Must run before anything here imports torch/open_clip: see _llvm_guard for the crash it avoids.
+_guard_llvm()
+
 __version__ = "0.1.0"
 
 _LAZY = {
