@@ -1,0 +1,403 @@
+"""Running many images: finding them, naming outputs, resuming, writing, summarising.
+
+Used by ``clipseg segment`` and ``clipseg batch`` (serially here, or over Dask with
+:mod:`clipseg.distributed`). One image is one *job*; :func:`process_job` does all of it (read,
+segment, write atomically) and never raises for a bad image: it returns a failed
+:class:`Outcome` with the reason, and the run goes on.
+
+Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input folders)::
+
+    OUT/sub/a.png | a.tif      labels (PNG with palette; TIFF when tiled or > 255 classes)
+    OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.io)
+    OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import io
+from .errors import ClipSegError, InvalidInputError
+
+if TYPE_CHECKING:
+    from .config import SegmentConfig
+    from .text import ClassSpec
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+SCORES_SUFFIX = ".scores.tif"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image of a run: its file, its name in reports/COCO, and its output ``NAME``."""
+
+    source: Path
+    name: str
+    base: Path
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run writes and where (everything that is not a :class:`SegmentConfig` option)."""
+
+    output: Path
+    scores: bool = False
+    resume: bool = True
+    tile_size: int = 2048
+    max_pixels: int = 64_000_000
+    model_configs: tuple[str, ...] = ()
+    coco: Path | None = None
+    progress: bool = True
+    retries: int = 2
+    channels: tuple[int | None, ...] | None = None
+    contrast_limits: tuple[float, float] | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one job: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
+
+    name: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    tiled: bool = False
+    detail: str = ""
+    retryable: bool = False
+
+
+@dataclass
+class Summary:
+    """All outcomes of a run and its wall time."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    coco: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def report(self) -> str:
+        """Human-readable end-of-run summary."""
+        lines = [f"clipseg: {len(self.outcomes)} images: {self.count('done')} segmented, "
+                 f"{self.count('skipped')} skipped (already complete), "
+                 f"{len(self.failures)} failed; {self.seconds:.1f} s"]
+        lines += [f"  FAILED {o.name}: {o.reason}" for o in self.failures]
+        if self.coco is not None:
+            lines.append(f"  COCO JSON: {self.coco}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# finding images and naming outputs
+# --------------------------------------------------------------------------------------------
+def discover(paths: Sequence[Path], output: Path, *, recursive: bool, walk: bool) -> list[Job]:
+    """Jobs for the given files (``walk=False``) or for every image under one folder.
+
+    Outputs mirror the sources' folders relative to the folder walked (or the common folder
+    of the files given). Two sources whose names differ only by extension get
+    ``NAME_ext`` outputs. Files inside ``output`` are never taken as inputs.
+    """
+    output = Path(output).resolve()
+    if walk:
+        root = Path(paths[0])
+        if not root.is_dir():
+            raise InvalidInputError(f"batch: expected a folder of images, got {str(root)!r}")
+        root = root.resolve()
+        pattern = root.rglob("*") if recursive else root.glob("*")
+        files = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                       and output not in p.resolve().parents)
+    else:
+        files = [Path(p).resolve() for p in paths]
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    stems: dict[tuple[Path, str], int] = {}
+    rels = [f.relative_to(root) for f in files]
+    for rel in rels:
+        key = (rel.parent, rel.stem)
+        stems[key] = stems.get(key, 0) + 1
+    jobs, seen = [], set()
+    for f, rel in zip(files, rels):
+        if f in seen:
+            continue
+        seen.add(f)
+        stem = rel.stem if stems[(rel.parent, rel.stem)] == 1 else \
+            f"{rel.stem}_{rel.suffix.lstrip('.').lower()}"
+        jobs.append(Job(source=f, name=rel.as_posix(), base=output / rel.parent / stem))
+    return jobs
+
+
+def class_entries(classes: Sequence[ClassSpec]) -> tuple[list[str], list[list[str]]]:
+    """Names and synonym lists of ``ClassSpec`` objects."""
+    return [c.name for c in classes], [list(c.synonyms) for c in classes]
+
+
+def expected_hash(config: SegmentConfig, classes: Sequence[ClassSpec]) -> str:
+    """The ``config_hash`` a complete output of this run carries in its sidecar."""
+    names, synonyms = class_entries(classes)
+    return io.make_sidecar(names, synonyms=synonyms, config=config)["config_hash"]
+
+
+def is_complete(job: Job, run_hash: str, *, scores: bool) -> bool:
+    """True when ``job``'s outputs exist, are complete and come from the same options."""
+    side = io.find_sidecar(job.base)
+    if side is None:
+        return False
+    try:
+        meta = io.read_sidecar(side)
+    except InvalidInputError:
+        return False  # unreadable sidecar: redo the image
+    if meta.get("config_hash") != run_hash:
+        return False
+    if not io.label_image_path(job.base, meta).is_file():
+        return False
+    return not scores or scores_path(job.base).is_file()
+
+
+def scores_path(base: Path) -> Path:
+    """``NAME.scores.tif`` of output ``NAME``."""
+    return base.with_name(base.name + SCORES_SUFFIX)
+
+
+# --------------------------------------------------------------------------------------------
+# one job
+# --------------------------------------------------------------------------------------------
+_SEGMENTERS: dict[int, tuple[Any, Any]] = {}
+_LOCK = threading.Lock()
+
+
+def segmenter_for(config: SegmentConfig) -> Any:
+    """A :class:`clipseg.pipeline.Segmenter` for ``config``, kept per thread.
+
+    The model loads once per process and thread (a Dask worker thread keeps its own) and is
+    reused for every image; only the last config of each thread is kept, so a long-lived
+    process does not pile up models.
+    """
+    from .pipeline import Segmenter
+
+    thread = threading.get_ident()
+    with _LOCK:
+        held = _SEGMENTERS.get(thread)
+    if held is not None and held[0] == config:
+        return held[1]
+    seg = Segmenter(config)
+    with _LOCK:
+        _SEGMENTERS[thread] = (config, seg)
+    return seg
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` from the file header without decoding pixels; None if unreadable."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                dims = dict(zip(series.axes, series.shape))
+        except (OSError, ValueError, KeyError, IndexError):
+            return None  # the worker that opens it reports why
+        return (dims["Y"], dims["X"]) if "Y" in dims and "X" in dims else None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def wants_tiling(shape: tuple[int, int], config: SegmentConfig, options: RunOptions) -> bool:
+    """Tiled at native resolution: ``short_side`` None and a side above ``tile_size``."""
+    return (config.window.short_side is None and options.tile_size > 0
+            and max(shape) > options.tile_size)
+
+
+def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], options: RunOptions,
+                run_hash: str) -> Outcome:
+    """Segment one image and write its outputs; a failure becomes a failed :class:`Outcome`."""
+    start = time.perf_counter()
+    if options.resume and is_complete(job, run_hash, scores=options.scores):
+        return Outcome(job.name, "skipped")
+    try:
+        tiled = _segment_and_write(job, config, classes, options)
+    except Exception as exc:  # one bad image must not stop the run: reported in the summary
+        return Outcome(job.name, "failed", f"{type(exc).__name__}: {exc}",
+                       time.perf_counter() - start, detail=traceback.format_exc(),
+                       retryable=not isinstance(exc, ClipSegError))
+    return Outcome(job.name, "done", seconds=time.perf_counter() - start, tiled=tiled)
+
+
+def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec],
+                       options: RunOptions) -> bool:
+    from .largeimage import open_image
+
+    with open_image(job.source, channels=options.channels,
+                    contrast_limits=options.contrast_limits) as source:
+        if wants_tiling(source.shape, config, options):
+            from .largeimage import plan_tiles, pamr_halo, segment_tile, window_geometry
+
+            crop, stride = window_geometry(config)
+            tiles = plan_tiles(*source.shape, options.tile_size, crop, stride, pamr_halo(config))
+            segmenter = segmenter_for(config)
+            source.contrast_limits()  # scan once, before the tiles
+            results = ((t, segment_tile(segmenter, source, t, classes, scores=options.scores))
+                       for t in tiles)
+            write_tiled(job, source.shape, config, classes, options, results,
+                        image_info=_info(job, source))
+            return True
+        height, width = source.shape
+        if height * width > options.max_pixels:
+            raise InvalidInputError(
+                f"expected at most --max-pixels {options.max_pixels} pixels for an untiled "
+                f"image, got {height}x{width}; pass --short-side none to process it in tiles "
+                f"at full resolution, or raise --max-pixels")
+        image = source.read()
+        info = _info(job, source)
+    segmenter = segmenter_for(config)
+    result = segmenter.segment(image, classes)
+    segmenter.clear_cache()  # no relabelling here: do not keep the image and its windows
+    del image
+    write_result(job, result.labels, result.probs if options.scores else None, config, classes,
+                 model_name=result.model_name, image_info=info)
+    return False
+
+
+def _info(job: Job, source: Any) -> dict[str, Any]:
+    return {"path": str(job.source), "name": job.name, "dtype": str(source.dtype)}
+
+
+def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config: SegmentConfig,
+                 classes: Sequence[ClassSpec], *, model_name: str | None,
+                 image_info: dict[str, Any]) -> list[Path]:
+    """Write an in-memory result: scores first (if any), then labels, then the sidecar."""
+    import tifffile
+
+    io.prepare_overwrite(job.base)
+    extra = {}
+    if probs is not None:
+        sp = scores_path(job.base)
+        data = np.asarray(probs, dtype=np.float16)
+        io.atomic_write(sp, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib",
+                                                         photometric="minisblack"))
+        extra["scores"] = sp.name
+    names, synonyms = class_entries(classes)
+    return io.write_labels(job.base, labels, names, synonyms=synonyms, model=model_name,
+                           config=config, image_info=image_info, extra=extra)
+
+
+def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
+                classes: Sequence[ClassSpec],
+                options: RunOptions, results: Any, *,
+                image_info: dict[str, Any]) -> list[Path]:
+    """Stream tile results into memory-mapped TIFFs, then publish them and the sidecar.
+
+    ``results`` yields ``(Tile, TileResult)``; labels go to ``NAME.tif`` (uncompressed,
+    so the plugin can map it lazily), probabilities to ``NAME.scores.tif``.
+    """
+    import tifffile
+
+    from .largeimage import stream_tiles
+
+    height, width = shape
+    k = len(classes)
+    io.prepare_overwrite(job.base)
+    label_path = job.base.with_name(job.base.name + ".tif")
+    sp = scores_path(job.base)
+    with io.atomic_path(label_path) as tmp_labels, \
+            (io.atomic_path(sp) if options.scores else nullcontext()) as tmp_scores:
+        labels = tifffile.memmap(tmp_labels, shape=(height, width), dtype=io.label_dtype(k),
+                                 photometric="minisblack")
+        scores = (tifffile.memmap(tmp_scores, shape=(k, height, width), dtype=np.float16,
+                                  photometric="minisblack") if tmp_scores is not None else None)
+        model_name = stream_tiles(results, labels, scores)
+        for arr in (labels, scores):
+            if arr is not None:
+                arr.flush()
+        del labels, scores
+    names, synonyms = class_entries(classes)
+    info = dict(image_info, tiled=True, tile_size=options.tile_size)
+    side = io.make_sidecar(names, synonyms=synonyms, model=model_name, config=config,
+                           image_info=info, shape=(height, width), file=label_path.name,
+                           extra={"scores": sp.name} if options.scores else None)
+    return [label_path, io.write_sidecar(job.base, side)]
+
+
+# --------------------------------------------------------------------------------------------
+# a whole run
+# --------------------------------------------------------------------------------------------
+def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[ClassSpec],
+             options: RunOptions, *,
+             dask_scheduler: str | None = None, dask_local: int | None = None) -> Summary:
+    """Run every job (serially, or over Dask), write the COCO JSON, return the summary."""
+    start = time.perf_counter()
+    run_hash = expected_hash(config, classes)
+    if dask_scheduler or dask_local is not None:
+        from .distributed import run_distributed
+
+        outcomes = run_distributed(jobs, config, classes, options, run_hash,
+                                   address=dask_scheduler, local_workers=dask_local)
+    else:
+        outcomes = _run_serial(jobs, config, classes, options, run_hash)
+    summary = Summary(outcomes=outcomes)
+    if options.coco is not None:
+        summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
+    _write_failure_log(summary, options.output)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[ClassSpec],
+                options: RunOptions,
+                run_hash: str) -> list[Outcome]:
+    from tqdm import tqdm
+
+    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores))
+           for j in jobs):
+        segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
+    outcomes = []
+    bar = tqdm(jobs, unit="img", disable=not options.progress, dynamic_ncols=True)
+    for job in bar:
+        bar.set_postfix_str(job.name[-40:], refresh=False)
+        outcomes.append(process_job(job, config, classes, options, run_hash))
+    bar.close()
+    return outcomes
+
+
+def write_run_coco(jobs: Sequence[Job], outcomes: Sequence[Outcome], classes: Sequence[ClassSpec],
+                   path: Path) -> Path | None:
+    """COCO JSON over every image of the run with complete outputs (done or skipped)."""
+    from .coco import write_coco
+
+    ok = {o.name for o in outcomes if o.status in ("done", "skipped")}
+    names, synonyms = class_entries(classes)
+    entries = io.make_sidecar(names, synonyms=synonyms)["classes"]
+
+    def images():
+        for job in jobs:
+            if job.name in ok:
+                labels, _ = io.read_labels(job.base, lazy=True)
+                yield job.name, labels
+
+    return write_coco(path, entries, images())
+
+
+def _write_failure_log(summary: Summary, output: Path) -> None:
+    log = Path(output) / "clipseg-failures.log"
+    if summary.failures:
+        text = "\n".join(f"== {o.name}\n{o.reason}\n{o.detail}" for o in summary.failures)
+        io.atomic_write_text(log, text)
+    else:
+        log.unlink(missing_ok=True)
