@@ -1,0 +1,482 @@
+"""Whole-image segmentation: the stateful :class:`Segmenter` facade.
+
+Data flow: image -> resize (short side) -> sliding windows -> dense embeddings per window
+(class-independent, cached for the last image) -> cosine logits against the class text
+embeddings -> window logits upsampled to their boxes and averaged -> upsampled to the original
+size -> optional PAMR -> labels + probabilities.
+
+Every long step is a generator that yields :class:`Progress` and returns its result, so a GUI
+worker or the CLI can show progress and cancel between window batches by not resuming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LabelConfig, RefineConfig, SegmentConfig
+from .errors import ClipSegError, InvalidConfigError, InvalidInputError, describe
+from .features import DenseEncoder
+from .image import to_pixels, validate_rgb
+from .labels import class_threshold_vector, labels_from_logits
+from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
+from .refine import pamr
+from .text import ClassSpec, TextEncoder, class_logits, parse_classes
+from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
+    window_boxes
+
+__all__ = ["Progress", "SegmentationResult", "WindowEmbeddings", "Segmenter", "segment"]
+
+Classes = str | Sequence[str | ClassSpec]
+
+#: Most floats of upsampled window logits held at once (windows are upsampled in groups).
+UPSAMPLE_FLOATS = 1 << 24
+
+
+@dataclass
+class Progress:
+    """One progress step: ``stage`` in ``"text"``, ``"windows"``, ``"refine"``, ``"labels"``;
+    ``done`` of ``total`` units (windows for ``"windows"``, else steps)."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class SegmentationResult:
+    """Output of a run.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        ``(H, W)`` uint8 (``K <= 255``) or uint16; 0 = unlabeled, class ``k`` -> ``k + 1``.
+    probs : np.ndarray or None
+        ``(K, H, W)`` float32 class probabilities.
+    class_names : list of str
+        ``K`` names in label order.
+    config : SegmentConfig
+        The configuration used, with registry defaults filled in (no ``None`` left in
+        ``middle_layer``, ``crop``, ``stride``, ``logit_scale``).
+    model_name : str
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray | None
+    class_names: list[str]
+    config: SegmentConfig
+    model_name: str
+
+
+@dataclass
+class WindowEmbeddings:
+    """Dense embeddings of every window of one image.
+
+    Attributes
+    ----------
+    groups : list of (list of Box, torch.Tensor)
+        Windows encoded together: their boxes ``(y0, x0, y1, x1)`` in resized-image pixels and
+        a ``(n, h, w, D)`` CPU tensor of unit embeddings (float32, or float16 when the model ran
+        in half precision).
+    resized_size : (int, int)
+        ``(H', W')`` of the resized image the boxes refer to.
+    original_size : (int, int)
+        ``(H, W)`` of the input image.
+    """
+
+    groups: list[tuple[list[Box], torch.Tensor]]
+    resized_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+    @property
+    def boxes(self) -> list[Box]:
+        """All window boxes, in encoding order."""
+        return [box for boxes, _ in self.groups for box in boxes]
+
+
+@dataclass
+class _Cache:
+    key: tuple
+    embeddings: WindowEmbeddings
+    image: np.ndarray          # the validated input image (a private copy), for PAMR
+    classes: list[ClassSpec] | None = None
+
+
+def _image01(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 / float in [0, 1] -> float32 in [0, 1]."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    return image.astype(np.float32, copy=False)
+
+
+def _image_digest(image: np.ndarray) -> str:
+    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+    return f"{image.shape}:{image.dtype}:{digest.hexdigest()}"
+
+
+class Segmenter:
+    """Open-vocabulary segmentation with one model, caching what the class list does not change.
+
+    Parameters
+    ----------
+    config : SegmentConfig or None
+        All options (default ``SegmentConfig()``). ``None`` in ``middle_layer``, ``crop``,
+        ``stride``, ``logit_scale`` takes the model's registry value.
+    model : LoadedModel, open_clip CLIP module, or None
+        None: load ``config.model`` on first use (:func:`clipseg.models.load_model`). A bare
+        module is wrapped with :func:`clipseg.models.wrap_model` under the name
+        ``config.model.model`` (so its registry entry, or a synthesised one, gives defaults);
+        it is moved to ``config.model.device`` unless that is ``"auto"``.
+    templates : sequence of ``"{}"`` strings or callables, or None
+        Prompt templates of the class names; None: open_clip's 80 ImageNet templates.
+    """
+
+    def __init__(self, config: SegmentConfig | None = None, *,
+                 model: LoadedModel | nn.Module | None = None,
+                 templates: Sequence[str | Callable[[str], str]] | None = None) -> None:
+        config = SegmentConfig() if config is None else config
+        if not isinstance(config, SegmentConfig):
+            raise InvalidConfigError(f"config: expected a SegmentConfig, got {describe(config)}")
+        if model is not None and not isinstance(model, (LoadedModel, nn.Module)):
+            raise InvalidInputError(f"model: expected a LoadedModel, an open_clip CLIP module or "
+                                    f"None, got {describe(model)}")
+        self._config = config
+        self._model_arg = model
+        self._templates = tuple(templates) if templates is not None else None
+        self._loaded: LoadedModel | None = None
+        self._text: TextEncoder | None = None
+        self._encoder: DenseEncoder | None = None
+        self._cache: _Cache | None = None
+
+    # -- model and resolved options ----------------------------------------------------------
+    @property
+    def config(self) -> SegmentConfig:
+        """The configuration given at construction (read-only; make a new Segmenter to change
+        the model, readout or windows, or pass new labels/refine options to :meth:`relabel`)."""
+        return self._config
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model (loaded on first access)."""
+        if self._loaded is None:
+            arg, mcfg = self._model_arg, self.config.model
+            if arg is None:
+                self._loaded = load_model(mcfg)
+            elif isinstance(arg, LoadedModel):
+                self._loaded = arg   # its compute_dtype stands unless a precision is asked for
+            else:
+                device = None if mcfg.device == "auto" else mcfg.device
+                self._loaded = wrap_model(arg, name=mcfg.model, device=device)
+            if not (isinstance(arg, LoadedModel) and mcfg.precision == "auto"):
+                dtype = resolve_precision(mcfg.precision, self._loaded.device)
+                if dtype != self._loaded.compute_dtype:
+                    self._loaded = dataclasses.replace(self._loaded, compute_dtype=dtype)
+        return self._loaded
+
+    @property
+    def resolved_config(self) -> SegmentConfig:
+        """``config`` with the model's registry defaults filled in."""
+        cfg, entry = self.config, self.loaded.entry
+        window = dataclasses.replace(
+            cfg.window, crop=cfg.window.crop if cfg.window.crop is not None else entry.crop,
+            stride=cfg.window.stride if cfg.window.stride is not None else entry.stride)
+        if window.stride > window.crop:
+            raise InvalidConfigError(f"stride: expected at most crop ({window.crop}) so windows "
+                                     f"cover the image, got {window.stride}")
+        middle = cfg.readout.middle_layer
+        readout = dataclasses.replace(
+            cfg.readout, middle_layer=entry.middle_layer if middle is None else middle)
+        return dataclasses.replace(cfg, readout=readout, window=window,
+                                   labels=self._resolve_labels(cfg.labels))
+
+    def _resolve_labels(self, labels: LabelConfig) -> LabelConfig:
+        if labels.logit_scale is not None:
+            return labels
+        return dataclasses.replace(labels, logit_scale=self.loaded.entry.logit_scale)
+
+    @property
+    def encoder(self) -> DenseEncoder:
+        """The dense encoder for the configured readout (built on first use)."""
+        if self._encoder is None:
+            readout = self.resolved_config.readout
+            self._encoder = DenseEncoder(self.loaded.model, readout, readout.middle_layer)
+        return self._encoder
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """Class-name encoder with its per-synonym cache."""
+        if self._text is None:
+            self._text = (TextEncoder(self.loaded) if self._templates is None
+                          else TextEncoder(self.loaded, templates=self._templates))
+        return self._text
+
+    @property
+    def has_cache(self) -> bool:
+        """Whether window embeddings of a finished run are cached (so :meth:`relabel` works)."""
+        return self._cache is not None
+
+    def clear_cache(self) -> None:
+        """Forget the cached window embeddings (text embeddings stay)."""
+        self._cache = None
+
+    def _key(self, image: np.ndarray, cfg: SegmentConfig) -> tuple:
+        w, loaded = cfg.window, self.loaded
+        return (_image_digest(image), cfg.readout, (w.short_side, w.crop, w.stride),
+                id(loaded.model), loaded.name, str(loaded.device), loaded.compute_dtype)
+
+    # -- the window pass ---------------------------------------------------------------------
+    def window_embeddings(self, image: np.ndarray
+                          ) -> Generator[Progress, None, WindowEmbeddings]:
+        """Dense embeddings of every sliding window of ``image`` (cached for the last image).
+
+        Parameters
+        ----------
+        image : np.ndarray
+            ``(H, W, 3)`` uint8 or float in [0, 1] (:func:`clipseg.image.validate_rgb`).
+
+        Yields
+        ------
+        Progress
+            ``("windows", done, total)`` once per batch, in windows. A cache hit yields
+            ``("windows", total, total)`` once.
+
+        Returns
+        -------
+        WindowEmbeddings
+        """
+        image = validate_rgb(image)
+        cfg = self.resolved_config
+        key = self._key(image, cfg)
+        if self._cache is not None and self._cache.key == key:
+            n = len(self._cache.embeddings.boxes)
+            yield Progress("windows", n, n)
+            return self._cache.embeddings
+        self._cache = None  # a new image: the old cache must not outlive a cancelled run
+        resized = resize_short_side(_image01(image), cfg.window.short_side)
+        np.clip(resized, 0.0, 1.0, out=resized)
+        boxes = window_boxes(resized.shape[0], resized.shape[1], cfg.window.crop,
+                             cfg.window.stride)
+        groups: list[tuple[list[Box], torch.Tensor]] = []
+        done = 0
+        by_size: dict[tuple[int, int], list[Box]] = {}
+        for box in boxes:
+            by_size.setdefault((box[2] - box[0], box[3] - box[1]), []).append(box)
+        batch = cfg.window.batch_size
+        for size_boxes in by_size.values():
+            start = 0
+            while start < len(size_boxes):
+                chunk = size_boxes[start:start + batch]
+                emb, batch = self._encode_with_retry(resized, chunk, batch)
+                chunk = chunk[:emb.shape[0]]
+                groups.append((chunk, emb))
+                start += len(chunk)
+                done += len(chunk)
+                yield Progress("windows", done, len(boxes))
+        result = WindowEmbeddings(groups=groups, resized_size=resized.shape[:2],
+                                  original_size=image.shape[:2])
+        self._cache = _Cache(key=key, embeddings=result, image=np.array(image, copy=True))
+        return result
+
+    def _encode_with_retry(self, resized: np.ndarray, boxes: list[Box], batch: int
+                           ) -> tuple[torch.Tensor, int]:
+        """Encode ``boxes[:batch]``, halving ``batch`` on out-of-memory; returns (emb, batch)."""
+        device = self.loaded.device
+        while True:
+            try:
+                return self._encode(resized, boxes[:batch]), batch
+            except torch.OutOfMemoryError as exc:
+                if batch == 1:
+                    y0, x0, y1, x1 = boxes[0]
+                    raise ClipSegError(
+                        f"out of memory on {device} encoding a single {y1 - y0}x{x1 - x0} "
+                        f"window with {self.loaded.name}; expected it to fit with "
+                        "batch_size=1. Use device='cpu', a smaller crop, or a smaller "
+                        "short_side.") from exc
+            # Outside the except block the failed pass's tensors are no longer referenced.
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(f"out of memory on {device} with {batch} windows per batch; "
+                          f"retrying with {batch // 2}", RuntimeWarning, stacklevel=3)
+            batch //= 2
+
+    def _encode(self, resized: np.ndarray, boxes: list[Box]) -> torch.Tensor:
+        """``(n, h, w, D)`` CPU embeddings of same-size ``boxes`` of the resized image."""
+        loaded, encoder = self.loaded, self.encoder
+        y0, x0, y1, x1 = boxes[0]
+        in_h, in_w = model_input_size(y1 - y0, x1 - x0, encoder.tower.patch_size)
+        crops = [to_pixels(resized[b[0]:b[2], b[1]:b[3]], loaded.mean, loaded.std, loaded.device)
+                 for b in boxes]
+        pixels = torch.cat(crops)
+        if (in_h, in_w) != (y1 - y0, x1 - x0):
+            pixels = F.interpolate(pixels, size=(in_h, in_w), mode="bilinear",
+                                   align_corners=False)
+        dtype = loaded.compute_dtype
+        with torch.no_grad(), torch.autocast(loaded.device.type, dtype=dtype,
+                                             enabled=dtype != torch.float32):
+            emb = encoder(pixels)
+        store = torch.float16 if dtype == torch.float16 else torch.float32
+        return emb.to(device="cpu", dtype=store)
+
+    # -- from embeddings to labels -----------------------------------------------------------
+    def _encode_text(self, specs: list[ClassSpec]
+                     ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor]]:
+        yield Progress("text", 0, 1)
+        text, owner = self.text_encoder.encode(specs)
+        yield Progress("text", 1, 1)
+        return text, owner
+
+    def _finish(self, cache: _Cache, specs: list[ClassSpec], text: torch.Tensor,
+                owner: torch.Tensor, labels: LabelConfig, refine: RefineConfig
+                ) -> Generator[Progress, None, SegmentationResult]:
+        """Stitched logits -> optional PAMR -> labels, from cached window embeddings."""
+        loaded = self.loaded
+        k = len(specs)
+        emb = cache.embeddings
+        stitcher = Stitcher(k, *emb.resized_size)
+        with torch.no_grad():
+            for boxes, tensor in emb.groups:  # boxes of one group share their size
+                cos = class_logits(tensor.to(loaded.device), text, owner, k)  # (n, h, w, K)
+                cos = cos.permute(0, 3, 1, 2)
+                size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+                step = max(1, UPSAMPLE_FLOATS // (k * size[0] * size[1]))
+                for i in range(0, len(boxes), step):
+                    windows = upsample_logits(cos[i:i + step], size)      # (n', K, bh, bw)
+                    for box, window in zip(boxes[i:i + step], windows):
+                        stitcher.add(box, window)
+            logits = upsample_logits(stitcher.result(), emb.original_size)
+            del stitcher
+            if refine.pamr:
+                yield Progress("refine", 0, 1)
+                image = torch.from_numpy(_image01(cache.image)).permute(2, 0, 1)
+                logits = pamr(image, logits, refine.pamr_dilations, refine.pamr_iterations,
+                              refine.pamr_tile, device=loaded.device)
+                yield Progress("refine", 1, 1)
+        yield Progress("labels", 0, 1)
+        labels = self._resolve_labels(labels)
+        names = [spec.name for spec in specs]
+        label_image, probs = labels_from_logits(logits, names, labels, labels.logit_scale)
+        yield Progress("labels", 1, 1)
+        cache.classes = specs
+        config = dataclasses.replace(self.resolved_config, labels=labels, refine=refine)
+        return SegmentationResult(labels=label_image, probs=probs, class_names=names,
+                                  config=config, model_name=loaded.name)
+
+    def run(self, image: np.ndarray, classes: Classes
+            ) -> Generator[Progress, None, SegmentationResult]:
+        """Segment ``image`` into ``classes``; a generator of progress returning the result.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            ``(H, W, 3)`` uint8 or float in [0, 1].
+        classes : str, list of str or list of ClassSpec
+            See :func:`clipseg.text.parse_classes` (``"road; street, building"``).
+
+        Yields
+        ------
+        Progress
+            ``text``, then ``windows`` once per window batch, then ``refine`` (with PAMR) and
+            ``labels``. Stop iterating to cancel: the window cache is only written once every
+            window is encoded.
+
+        Returns
+        -------
+        SegmentationResult
+        """
+        specs = parse_classes(classes)
+        cfg = self.config
+        class_threshold_vector([s.name for s in specs], cfg.labels)  # fail before the ViT pass
+        text, owner = yield from self._encode_text(specs)
+        yield from self.window_embeddings(image)
+        cache = self._cache
+        if cache is None:
+            raise ClipSegError("internal: window embeddings finished without a cache entry")
+        return (yield from self._finish(cache, specs, text, owner, cfg.labels, cfg.refine))
+
+    def segment(self, image: np.ndarray, classes: Classes) -> SegmentationResult:
+        """:meth:`run` drained: the result without progress."""
+        return _drain(self.run(image, classes))
+
+    def relabel(self, classes: Classes | None = None, *, labels: LabelConfig | None = None,
+                refine: RefineConfig | None = None) -> SegmentationResult:
+        """Re-label the last image from its cached window embeddings (no ViT pass).
+
+        Parameters
+        ----------
+        classes : str, list of str / ClassSpec, or None
+            New class list; None keeps the last one.
+        labels, refine : LabelConfig, RefineConfig or None
+            New thresholds / PAMR options; None keeps the configured ones.
+
+        Raises
+        ------
+        ClipSegError
+            Nothing is cached (no finished run, or the last run was cancelled).
+        """
+        cache = self._cache
+        if cache is None:
+            raise ClipSegError("relabel: expected window embeddings of a finished run, got none "
+                               "(no run yet, or the last run was cancelled); call run() or "
+                               "segment() first")
+        if classes is None:
+            if cache.classes is None:
+                raise InvalidInputError("relabel: expected a class list (the cached run has "
+                                        "none yet), got None")
+            specs = cache.classes
+        else:
+            specs = parse_classes(classes)
+        for name, value, cls in (("labels", labels, LabelConfig), ("refine", refine,
+                                                                    RefineConfig)):
+            if value is not None and not isinstance(value, cls):
+                raise InvalidConfigError(f"relabel: expected {name} as a {cls.__name__} or None, "
+                                         f"got {describe(value)}")
+        labels = labels or self.config.labels
+        class_threshold_vector([s.name for s in specs], labels)  # fail before any work
+        return _drain(self._relabel(cache, specs, labels, refine or self.config.refine))
+
+    def _relabel(self, cache: _Cache, specs: list[ClassSpec], labels: LabelConfig,
+                 refine: RefineConfig) -> Generator[Progress, None, SegmentationResult]:
+        text, owner = yield from self._encode_text(specs)
+        return (yield from self._finish(cache, specs, text, owner, labels, refine))
+
+
+def _drain(gen: Generator[Progress, None, Any]) -> Any:
+    """Run a progress generator to the end and return its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def segment(image: np.ndarray, classes: Classes,
+            model: str | LoadedModel | nn.Module | None = None,
+            **options: Any) -> SegmentationResult:
+    """One-call segmentation: ``segment(image, "cat, dog", tau=5, pamr=True)``.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(H, W, 3)`` uint8 or float in [0, 1].
+    classes : str or list
+        Class list (:func:`clipseg.text.parse_classes`).
+    model : str, LoadedModel, open_clip CLIP module or None
+        A name is the flat ``model`` option (registry key or open_clip ``"ARCH/TAG"``), loaded
+        with :func:`clipseg.models.load_model`; None loads the default ``"ViT-B-16/openai"``.
+    **options
+        Flat :class:`~clipseg.config.SegmentConfig` option names (``device``, ``checkpoint``,
+        ``tau``, ``crop``, ``threshold``, ``pamr``, ...).
+    """
+    if isinstance(model, str):
+        options = {**options, "model": model}
+        model = None
+    config = SegmentConfig.from_flat(options)
+    return Segmenter(config, model=model).segment(image, classes)
