@@ -328,9 +328,16 @@ class Segmenter:
     # -- from embeddings to labels -----------------------------------------------------------
     def _encode_text(self, specs: list[ClassSpec]
                      ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor]]:
+        # One progress step per synonym not yet cached: 80 prompts each, seconds on a CPU.
         yield Progress("text", 0, 1)
-        text, owner = self.text_encoder.encode(specs)
-        yield Progress("text", 1, 1)
+        steps = self.text_encoder.iter_encode(specs)
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as stop:
+                text, owner = stop.value
+                break
+            yield Progress("text", done, total)
         return text, owner
 
     def _finish(self, cache: _Cache, specs: list[ClassSpec], text: torch.Tensor,

@@ -12,15 +12,17 @@ class scores the best of its synonyms (:func:`class_logits`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError, describe
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .models.loading import LoadedModel
@@ -243,19 +245,40 @@ class TextEncoder:
             chunks.append(F.normalize(feats.float(), dim=-1))
         return torch.cat(chunks)
 
-    def embed(self, synonyms: Sequence[str]) -> torch.Tensor:
-        """Embeddings of ``synonyms``: ``(len(synonyms), D)`` unit float32 on the model device."""
+    def iter_embed(self, synonyms: Sequence[str]
+                   ) -> Generator[tuple[int, int], None, torch.Tensor]:
+        """Like :meth:`embed`, yielding ``(done, total)`` after each newly encoded synonym.
+
+        With 80 templates a synonym is 80 text-tower passes (seconds on a CPU for a ViT-B text
+        tower), so callers can show progress and stop between synonyms; what was encoded before
+        they stopped stays cached. Cached synonyms cost nothing and are not counted in ``total``.
+        """
         if len(synonyms) == 0:
             raise InvalidInputError("embed: expected at least one synonym, got none")
         new = [s for s in dict.fromkeys(synonyms) if s not in self._cache]
-        if new:
-            t = len(self.templates)
-            prompts = [template(s) for s in new for template in self.templates]
-            feats = self._encode_prompts(prompts).reshape(len(new), t, -1)
-            means = F.normalize(feats.mean(dim=1), dim=-1)
-            for s, e in zip(new, means):
-                self._cache[s] = e
+        for done, synonym in enumerate(new):
+            prompts = [template(synonym) for template in self.templates]
+            feats = self._encode_prompts(prompts)
+            self._cache[synonym] = F.normalize(feats.mean(dim=0), dim=-1)
+            yield done + 1, len(new)
         return torch.stack([self._cache[s] for s in synonyms])
+
+    def embed(self, synonyms: Sequence[str]) -> torch.Tensor:
+        """Embeddings of ``synonyms``: ``(len(synonyms), D)`` unit float32 on the model device."""
+        return _drain(self.iter_embed(synonyms))
+
+    def iter_encode(self, classes: Sequence[ClassSpec] | str
+                    ) -> Generator[tuple[int, int], None, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`encode` as a generator yielding ``(done, total)`` per new synonym."""
+        if isinstance(classes, str) or not all(isinstance(c, ClassSpec) for c in classes):
+            classes = parse_classes(classes)
+        if len(classes) == 0:
+            raise InvalidInputError("encode: expected at least one class, got none")
+        synonyms = [s for spec in classes for s in spec.synonyms]
+        owner = torch.tensor([k for k, spec in enumerate(classes) for _ in spec.synonyms],
+                             dtype=torch.long, device=self.loaded.device)
+        embeddings = yield from self.iter_embed(synonyms)
+        return embeddings, owner
 
     def encode(self, classes: Sequence[ClassSpec] | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings of every synonym of every class.
@@ -271,14 +294,16 @@ class TextEncoder:
         owner : torch.LongTensor
             ``(S,)`` on the same device; ``owner[s]`` is the class index (0-based) of row s.
         """
-        if isinstance(classes, str) or not all(isinstance(c, ClassSpec) for c in classes):
-            classes = parse_classes(classes)
-        if len(classes) == 0:
-            raise InvalidInputError("encode: expected at least one class, got none")
-        synonyms = [s for spec in classes for s in spec.synonyms]
-        owner = torch.tensor([k for k, spec in enumerate(classes) for _ in spec.synonyms],
-                             dtype=torch.long, device=self.loaded.device)
-        return self.embed(synonyms), owner
+        return _drain(self.iter_encode(classes))
+
+
+def _drain(gen: Generator[Any, None, T]) -> T:
+    """Run a generator to its end and return its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: int,

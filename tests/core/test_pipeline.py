@@ -88,7 +88,11 @@ def test_run_yields_progress_per_batch_and_matches_manual(tiny_clip, loaded, con
     n = len(window_boxes(40, 58, 32, 16))                       # 2 x 3 = 6 windows
     assert n == 6 and len(windows) == math.ceil(n / 3) == len(calls)
     assert [s.done for s in windows] == [3, 6] and all(s.total == n for s in windows)
-    assert [s.stage for s in steps] == ["text", "text", "windows", "windows", "labels", "labels"]
+    # text: a start step, then one per synonym encoded (cat, dog, puppy, sky), each a point
+    # where the caller can stop
+    assert [(s.stage, s.done, s.total) for s in steps if s.stage == "text"] == [
+        ("text", 0, 1), ("text", 1, 4), ("text", 2, 4), ("text", 3, 4), ("text", 4, 4)]
+    assert [s.stage for s in steps] == ["text"] * 5 + ["windows"] * 2 + ["labels"] * 2
     assert all(isinstance(s, Progress) for s in steps)
 
     assert result.labels.shape == (40, 58) and result.labels.dtype == np.uint8

@@ -161,6 +161,27 @@ def test_cache_only_encodes_new_names(own_clip, tiny_model_name):
     assert counting.prompts == 10
 
 
+def test_iter_encode_reports_each_new_synonym_and_keeps_what_finished(own_clip,
+                                                                     tiny_model_name):
+    counting = CountingModel(own_clip)
+    loaded = wrap_model(own_clip, name=tiny_model_name)
+    loaded.model = counting
+    encoder = TextEncoder(loaded, templates=["a {}", "the {}"])
+    encoder.encode(parse_classes("road,"))
+    steps = encoder.iter_encode(parse_classes("road; street, building, tree"))
+    assert next(steps) == (1, 3)  # "road" is cached: 3 new synonyms, one step each
+    assert counting.prompts == 2 + 2
+    assert next(steps) == (2, 3)
+    steps.close()  # the caller cancels here
+    assert encoder.cache_size == 3 and counting.prompts == 2 + 4
+    emb, owner = encoder.encode(parse_classes("road; street, building, tree"))
+    assert counting.prompts == 2 + 6  # only "tree" was left
+    assert owner.tolist() == [0, 0, 1, 2]
+    torch.testing.assert_close(emb[3], _reference(loaded, "tree", [str("a {}").format,
+                                                                  str("the {}").format]),
+                               atol=1e-5, rtol=1e-5)
+
+
 # -- class_logits -------------------------------------------------------------------------------
 
 def test_class_logits_max_over_synonyms():
