@@ -74,9 +74,13 @@ def segment_scene(segmenter: Segmenter, scene: Scene, queries: str = "present"
     return lut[labels], names
 
 
-def _blend(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.55
+def _blend(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.8
            ) -> np.ndarray:
-    """``(H, W, 3)`` uint8: ``image`` (float [0, 1]) mixed with the label colours."""
+    """``(H, W, 3)`` uint8: ``image`` (float [0, 1]) mixed with the label colours.
+
+    ``alpha`` is high so a class's colour stays recognisable over any image colour (at 0.55 a
+    green label over a red shape read as olive, a colour of no class in the legend).
+    """
     painted = colors[labels]  # (H, W, 3) in [0, 1]; row 0 (unlabeled) is black
     mixed = np.where((labels > 0)[..., None], (1 - alpha) * image + alpha * painted, image)
     return (np.clip(mixed, 0, 1) * 255).round().astype(np.uint8)
