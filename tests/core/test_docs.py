@@ -28,3 +28,19 @@ def test_every_config_field_is_documented():
         import dataclasses
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__} fields without a docstring entry: {missing}"
+
+
+def test_relative_links_in_readme_and_docs_resolve():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
+             ROOT / "benchmarks" / "README.md"]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target or target.startswith("#") or target.startswith("mailto:"):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, "broken links: " + ", ".join(broken)
