@@ -93,7 +93,7 @@ def test_cut_down_vocabulary_tokenises_prompts_like_clip(trained):
 def test_trained_model_beats_random_weights_through_the_whole_pipeline(trained, untrained):
     """Text, windows, stitching, labels and PAMR on 4 held-out 64x96 scenes.
 
-    Measured: 0.33 with the shipped weights, 0.10 with random ones (docs/demo-model.md).
+    Measured: 0.46 with the shipped weights, 0.10 with random ones (docs/demo-model.md).
     """
     scenes = held_out_scenes(4, (64, 96), start=500)
     good = _score(trained, scenes, method="clipseg", pamr=True)
@@ -122,10 +122,9 @@ def test_transposed_and_rotated_inputs_give_transformed_labels(trained, orientat
 
     Four non-square (64x112) held-out scenes. The ViT is not exactly equivariant (learned
     positional embeddings; windows fall on other pixels after a flip), so per-scene agreement
-    varies (0.45-0.99 measured); pooled over four scenes it is stable. Measured (clipseg, no
-    PAMR): 0.43 untransformed; 0.41 / 0.41 / 0.41 for transpose / rot90 / flipud against the
-    correctly transformed truth, and 0.12-0.16 against a wrongly oriented truth of the same
-    shape (what an orientation bug in windows, stitching or the label output would score).
+    varies; pooled over four scenes it is stable. Measured (clipseg, no PAMR): 0.45
+    untransformed; 0.45 / 0.46 / 0.44 for transpose / rot90 / flipud against the correctly
+    transformed truth, and 0.16-0.19 against a wrongly oriented truth of the same shape (what an orientation bug in windows, stitching or the label output would score).
     """
     scenes, base = orientation_base
     moved_pred = _predict(trained, scenes, forward, method="clipseg", pamr=False)
