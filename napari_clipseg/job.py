@@ -23,6 +23,7 @@ import torch
 
 from clipseg.config import SegmentConfig
 from clipseg.errors import ClipSegError, InvalidInputError
+from clipseg.generators import drain, relay
 
 from .image_source import ImageSource, PlaneIndex
 
@@ -248,14 +249,8 @@ class Session:
         for p, plane in enumerate(request.planes):
             self._embed_key = None  # the engine's cache is about to change
             image = request.source.read_plane(plane)
-            gen = seg.run(image, specs)
-            while True:
-                try:
-                    step = next(gen)
-                except StopIteration as stop:
-                    out = stop.value
-                    break
-                yield JobProgress(p, n, step.stage, step.done, step.total)
+            out = yield from relay(seg.run(image, specs), lambda step, p=p: JobProgress(
+                p, n, step.stage, step.done, step.total))
             self._store(result, plane, out, request.scores)
             self._embed_key = self._embedding_key(request, plane)
             self._embed_digest = _digest(image)
@@ -304,10 +299,4 @@ def guarded_run(session: Session, request: JobRequest
 def drive(gen: Generator[Any, None, Any],
           on_progress: Callable[[Any], None] | None = None) -> Any:
     """Drain a progress generator synchronously and return its value (tests, scripts)."""
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(step)
+    return drain(gen, on_progress)

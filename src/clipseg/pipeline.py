@@ -25,6 +25,7 @@ from torch import nn
 from .config import LabelConfig, RefineConfig, SegmentConfig
 from .errors import ClipSegError, InvalidConfigError, InvalidInputError, describe
 from .features import DenseEncoder
+from .generators import drain, relay
 from .image import to_pixels, validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
@@ -330,15 +331,8 @@ class Segmenter:
                      ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor]]:
         # One progress step per synonym not yet cached: 80 prompts each, seconds on a CPU.
         yield Progress("text", 0, 1)
-        steps = self.text_encoder.iter_encode(specs)
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as stop:
-                text, owner = stop.value
-                break
-            yield Progress("text", done, total)
-        return text, owner
+        return (yield from relay(self.text_encoder.iter_encode(specs),
+                                 lambda step: Progress("text", *step)))
 
     def _finish(self, cache: _Cache, specs: list[ClassSpec], text: torch.Tensor,
                 owner: torch.Tensor, labels: LabelConfig, refine: RefineConfig
@@ -410,7 +404,7 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, classes: Classes) -> SegmentationResult:
         """:meth:`run` drained: the result without progress."""
-        return _drain(self.run(image, classes))
+        return drain(self.run(image, classes))
 
     def relabel(self, classes: Classes | None = None, *, labels: LabelConfig | None = None,
                 refine: RefineConfig | None = None) -> SegmentationResult:
@@ -447,21 +441,12 @@ class Segmenter:
                                          f"got {describe(value)}")
         labels = labels or self.config.labels
         class_threshold_vector([s.name for s in specs], labels)  # fail before any work
-        return _drain(self._relabel(cache, specs, labels, refine or self.config.refine))
+        return drain(self._relabel(cache, specs, labels, refine or self.config.refine))
 
     def _relabel(self, cache: _Cache, specs: list[ClassSpec], labels: LabelConfig,
                  refine: RefineConfig) -> Generator[Progress, None, SegmentationResult]:
         text, owner = yield from self._encode_text(specs)
         return (yield from self._finish(cache, specs, text, owner, labels, refine))
-
-
-def _drain(gen: Generator[Progress, None, Any]) -> Any:
-    """Run a progress generator to the end and return its value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def segment(image: np.ndarray, classes: Classes,

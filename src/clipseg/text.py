@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError, describe
-
-T = TypeVar("T")
+from .generators import drain
 
 if TYPE_CHECKING:
     from .models.loading import LoadedModel
@@ -265,7 +264,7 @@ class TextEncoder:
 
     def embed(self, synonyms: Sequence[str]) -> torch.Tensor:
         """Embeddings of ``synonyms``: ``(len(synonyms), D)`` unit float32 on the model device."""
-        return _drain(self.iter_embed(synonyms))
+        return drain(self.iter_embed(synonyms))
 
     def iter_encode(self, classes: Sequence[ClassSpec] | str
                     ) -> Generator[tuple[int, int], None, tuple[torch.Tensor, torch.Tensor]]:
@@ -294,16 +293,7 @@ class TextEncoder:
         owner : torch.LongTensor
             ``(S,)`` on the same device; ``owner[s]`` is the class index (0-based) of row s.
         """
-        return _drain(self.iter_encode(classes))
-
-
-def _drain(gen: Generator[Any, None, T]) -> T:
-    """Run a generator to its end and return its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+        return drain(self.iter_encode(classes))
 
 
 def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: int,
