@@ -235,8 +235,10 @@ class Session:
             image = request.source.read_plane(request.planes[0])
             if _digest(image) == self._embed_digest:
                 seg = self._segmenter
-                out = seg.relabel(specs, labels=request.config.labels,
-                                  refine=request.config.refine)
+                out = yield from relay(
+                    seg.run_relabel(specs, labels=request.config.labels,
+                                    refine=request.config.refine),
+                    lambda step: JobProgress(0, 1, step.stage, step.done, step.total))
                 self._store(result, request.planes[0], out, request.scores)
                 result.relabelled = True
                 yield JobProgress(0, 1, "labels", 1, 1)

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from clipseg.config import READOUTS
+from clipseg.config import PROMPT_SETS, READOUTS
 
 DEFAULT_MODEL = "ViT-B-16/openai"
 
@@ -76,6 +76,12 @@ class SettingsPanel(QWidget):
         self.readout.addItems(list(READOUTS))
         self.readout.setToolTip("clipseg = the paper's CRA + DSI; the others are baselines "
                                 "for comparison")
+        self.prompts = QComboBox()
+        self.prompts.addItems(list(PROMPT_SETS))
+        self.prompts.setToolTip("Prompts around each class name: imagenet80 = CLIP's 80 "
+                                "(the paper's), imagenet7 = CLIP's 7 (much faster text on a "
+                                "CPU), name = the bare name. Changing it re-labels without a "
+                                "ViT pass")
         self.pamr = QCheckBox("PAMR refinement")
         self.pamr.setToolTip("Pixel-adaptive mask refinement: sharper edges, slower")
         self.threshold = QDoubleSpinBox()
@@ -93,6 +99,7 @@ class SettingsPanel(QWidget):
         form.addRow("checkpoint", ckpt_row)
         form.addRow("device", self.device)
         form.addRow("readout", self.readout)
+        form.addRow("prompts", self.prompts)
         form.addRow("unlabeled below", self.threshold)
         form.addRow("", self.pamr)
 
@@ -169,6 +176,7 @@ class SettingsPanel(QWidget):
             "device": self.device.currentText(),
             "method": self.readout.currentText(),
             "pamr": self.pamr.isChecked(),
+            "prompts": self.prompts.currentText(),
             "threshold": round(float(self.threshold.value()), 4),
             "crop": self.crop.value() or None,
             "stride": self.stride.value() or None,

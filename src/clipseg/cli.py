@@ -28,12 +28,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from .config import DSI_MODES, PRECISIONS, READOUTS, SegmentConfig
+from .config import DSI_MODES, PRECISIONS, PROMPT_SETS, READOUTS, SegmentConfig
 from .errors import ClipSegError, InvalidConfigError, InvalidInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_CHOICES = {"method": READOUTS, "dsi_mode": DSI_MODES, "precision": PRECISIONS}
+_CHOICES = {"method": READOUTS, "dsi_mode": DSI_MODES, "precision": PRECISIONS,
+            "prompts": PROMPT_SETS}
 _NONE_WORDS = ("none", "null", "auto-none")
 
 

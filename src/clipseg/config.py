@@ -36,6 +36,8 @@ READOUTS: tuple[str, ...] = (
 )
 
 DSI_MODES: tuple[str, ...] = ("value_mean", "embedding_mean")
+#: Prompt sets for class names (see :func:`clipseg.text.prompt_templates`).
+PROMPT_SETS: tuple[str, ...] = ("imagenet80", "imagenet7", "name")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
@@ -222,11 +224,17 @@ class LabelConfig:
     class_thresholds : mapping of class name to float
         Per-class overrides of ``threshold`` (stored as a sorted tuple of pairs so the config
         stays hashable).
+    prompts : {"imagenet80", "imagenet7", "name"}
+        Templates each class name is put into before text encoding: ``imagenet80`` = CLIP's 80
+        ImageNet prompts (open_clip's ``OPENAI_IMAGENET_TEMPLATES``; the paper's protocol),
+        ``imagenet7`` = CLIP's 7-prompt subset (``SIMPLE_IMAGENET_TEMPLATES``; about 11 times
+        less text encoding, which matters on a CPU), ``name`` = the bare name.
     """
 
     logit_scale: float | None = None
     threshold: float = 0.0
     class_thresholds: tuple[tuple[str, float], ...] = ()
+    prompts: str = "imagenet80"
 
     def __post_init__(self) -> None:
         _check_number("logit_scale", self.logit_scale, low=0.0, low_open=True, allow_none=True)
@@ -243,6 +251,7 @@ class LabelConfig:
                 _fail("class_thresholds", "non-empty class names", name)
             _check_number(f"class_thresholds[{name!r}]", value, low=0.0, high=1.0)
         object.__setattr__(self, "class_thresholds", tuple(sorted((k, float(v)) for k, v in ct)))
+        _check_choice("prompts", self.prompts, PROMPT_SETS)
 
     def threshold_for(self, name: str) -> float:
         """Threshold that applies to class ``name`` (its override, else ``threshold``)."""

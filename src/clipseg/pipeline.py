@@ -30,7 +30,7 @@ from .image import to_pixels, validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
 from .refine import pamr
-from .text import ClassSpec, TextEncoder, class_logits, parse_classes
+from .text import ClassSpec, TextEncoder, class_logits, parse_classes, prompt_templates
 from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
     window_boxes
 
@@ -137,7 +137,8 @@ class Segmenter:
         ``config.model.model`` (so its registry entry, or a synthesised one, gives defaults);
         it is moved to ``config.model.device`` unless that is ``"auto"``.
     templates : sequence of ``"{}"`` strings or callables, or None
-        Prompt templates of the class names; None: open_clip's 80 ImageNet templates.
+        Custom prompt templates of the class names, overriding the named prompt set of
+        ``config.labels.prompts`` (default: CLIP's 80 ImageNet templates).
     """
 
     def __init__(self, config: SegmentConfig | None = None, *,
@@ -153,7 +154,7 @@ class Segmenter:
         self._model_arg = model
         self._templates = tuple(templates) if templates is not None else None
         self._loaded: LoadedModel | None = None
-        self._text: TextEncoder | None = None
+        self._text: dict[str, TextEncoder] = {}  # one per prompt set, each with its cache
         self._encoder: DenseEncoder | None = None
         self._cache: _Cache | None = None
 
@@ -213,11 +214,17 @@ class Segmenter:
 
     @property
     def text_encoder(self) -> TextEncoder:
-        """Class-name encoder with its per-synonym cache."""
-        if self._text is None:
-            self._text = (TextEncoder(self.loaded) if self._templates is None
-                          else TextEncoder(self.loaded, templates=self._templates))
-        return self._text
+        """Class-name encoder of the configured prompt set, with its per-synonym cache."""
+        return self.text_encoder_for(self.config.labels.prompts)
+
+    def text_encoder_for(self, prompts: str) -> TextEncoder:
+        """Class-name encoder of the prompt set ``prompts`` (or of the custom templates)."""
+        key = "custom" if self._templates is not None else prompts
+        if key not in self._text:
+            templates = self._templates if self._templates is not None \
+                else prompt_templates(prompts)
+            self._text[key] = TextEncoder(self.loaded, templates=templates)
+        return self._text[key]
 
     @property
     def has_cache(self) -> bool:
@@ -327,11 +334,11 @@ class Segmenter:
         return emb.to(device="cpu", dtype=store)
 
     # -- from embeddings to labels -----------------------------------------------------------
-    def _encode_text(self, specs: list[ClassSpec]
+    def _encode_text(self, specs: list[ClassSpec], labels: LabelConfig
                      ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor]]:
         # One progress step per synonym not yet cached: 80 prompts each, seconds on a CPU.
         yield Progress("text", 0, 1)
-        return (yield from relay(self.text_encoder.iter_encode(specs),
+        return (yield from relay(self.text_encoder_for(labels.prompts).iter_encode(specs),
                                  lambda step: Progress("text", *step)))
 
     def _finish(self, cache: _Cache, specs: list[ClassSpec], text: torch.Tensor,
@@ -395,7 +402,7 @@ class Segmenter:
         specs = parse_classes(classes)
         cfg = self.config
         class_threshold_vector([s.name for s in specs], cfg.labels)  # fail before the ViT pass
-        text, owner = yield from self._encode_text(specs)
+        text, owner = yield from self._encode_text(specs, cfg.labels)
         yield from self.window_embeddings(image)
         cache = self._cache
         if cache is None:
@@ -409,6 +416,18 @@ class Segmenter:
     def relabel(self, classes: Classes | None = None, *, labels: LabelConfig | None = None,
                 refine: RefineConfig | None = None) -> SegmentationResult:
         """Re-label the last image from its cached window embeddings (no ViT pass).
+
+        :meth:`run_relabel` drained; see there.
+        """
+        return drain(self.run_relabel(classes, labels=labels, refine=refine))
+
+    def run_relabel(self, classes: Classes | None = None, *, labels: LabelConfig | None = None,
+                    refine: RefineConfig | None = None
+                    ) -> Generator[Progress, None, SegmentationResult]:
+        """Re-label the last image from its cached window embeddings, yielding progress.
+
+        Only new class names cost anything (text encoding, one ``Progress("text")`` step per
+        synonym); stitching, PAMR and labels follow. Checks happen when iteration starts.
 
         Parameters
         ----------
@@ -441,12 +460,9 @@ class Segmenter:
                                          f"got {describe(value)}")
         labels = labels or self.config.labels
         class_threshold_vector([s.name for s in specs], labels)  # fail before any work
-        return drain(self._relabel(cache, specs, labels, refine or self.config.refine))
-
-    def _relabel(self, cache: _Cache, specs: list[ClassSpec], labels: LabelConfig,
-                 refine: RefineConfig) -> Generator[Progress, None, SegmentationResult]:
-        text, owner = yield from self._encode_text(specs)
-        return (yield from self._finish(cache, specs, text, owner, labels, refine))
+        text, owner = yield from self._encode_text(specs, labels)
+        return (yield from self._finish(cache, specs, text, owner, labels,
+                                        refine or self.config.refine))
 
 
 def segment(image: np.ndarray, classes: Classes,

@@ -296,6 +296,22 @@ class TextEncoder:
         return drain(self.iter_encode(classes))
 
 
+def prompt_templates(name: str) -> tuple[Template, ...]:
+    """The templates of a named prompt set (``LabelConfig.prompts``).
+
+    ``imagenet80`` and ``imagenet7`` are open_clip's ``OPENAI_IMAGENET_TEMPLATES`` and
+    ``SIMPLE_IMAGENET_TEMPLATES``; ``name`` is the bare class name.
+    """
+    sets = {
+        "imagenet80": tuple(open_clip.OPENAI_IMAGENET_TEMPLATES),
+        "imagenet7": tuple(open_clip.SIMPLE_IMAGENET_TEMPLATES),
+        "name": ("{}".format,),
+    }
+    if name not in sets:
+        raise InvalidInputError(f"prompts: expected one of {', '.join(sets)}, got {name!r}")
+    return sets[name]
+
+
 def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: int,
                  *, normalize: bool = False) -> torch.Tensor:
     """Per-class cosine scores: the best synonym of each class.

@@ -47,6 +47,7 @@ def test_defaults_are_the_papers_and_methods():
         (LabelConfig, {"threshold": 1.5}, "threshold: expected a number <= 1.0"),
         (LabelConfig, {"class_thresholds": {"road": -1}}, "class_thresholds['road']"),
         (LabelConfig, {"class_thresholds": {" ": 0.2}}, "non-empty class names"),
+        (LabelConfig, {"prompts": "imagenet1000"}, "prompts: expected one of imagenet80"),
         (RefineConfig, {"pamr_dilations": ()}, "pamr_dilations"),
         (RefineConfig, {"pamr_dilations": (0, 2)}, "pamr_dilations"),
         (ModelConfig, {"device": "tpu"}, "device: expected one of auto, cpu, cuda, mps"),

@@ -246,3 +246,31 @@ def test_bad_inputs(tiny_clip, loaded, config):
     with count_vit_calls(tiny_clip) as calls, pytest.raises(InvalidInputError, match="'bird'"):
         make(config.replace(class_thresholds={"bird": 0.5}), loaded).segment(img, CLASSES)
     assert calls == []
+
+
+def test_prompt_sets_select_templates_and_switch_without_a_vit_pass(tiny_clip, loaded, config,
+                                                                    image):
+    bare = Segmenter(config.replace(prompts="name"), model=loaded).segment(image, CLASSES)
+    custom = Segmenter(config, model=loaded, templates=("{}",)).segment(image, CLASSES)
+    np.testing.assert_allclose(bare.probs, custom.probs, atol=1e-6)
+    assert bare.config.labels.prompts == "name"
+
+    seg = Segmenter(config.replace(prompts="imagenet7"), model=loaded)
+    seven = seg.segment(image, CLASSES)
+    assert len(seg.text_encoder.templates) == 7
+    assert not np.allclose(seven.probs, bare.probs, atol=1e-4)  # the prompts matter
+    with count_vit_calls(tiny_clip) as calls:
+        steps, again = drain(seg.run_relabel(labels=LabelConfig(prompts="name")))
+    assert calls == []
+    assert [s.stage for s in steps if s.stage == "text"] == ["text"] * 5  # 4 new synonyms
+    np.testing.assert_allclose(again.probs, bare.probs, atol=1e-6)
+    assert again.config.labels.prompts == "name"
+
+
+def test_run_relabel_reports_text_progress_and_relabel_drains_it(loaded, config, image):
+    seg = make(config, loaded)
+    seg.segment(image, CLASSES)
+    steps, result = drain(seg.run_relabel("tree, road"))
+    assert [(s.stage, s.done, s.total) for s in steps if s.stage == "text"] == [
+        ("text", 0, 1), ("text", 1, 2), ("text", 2, 2)]
+    np.testing.assert_array_equal(result.labels, seg.relabel("tree, road").labels)
