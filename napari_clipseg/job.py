@@ -6,14 +6,13 @@ yielding :class:`JobProgress` once per engine step and returning a :class:`JobRe
 hands it to a napari ``GeneratorWorker`` (whose ``quit()`` stops it at the next yield), while
 tests and scripts drain it synchronously with :func:`drive`.
 
-When only the class list, thresholds or PAMR changed since the last run on the same plane, with
-the same model, readout and windows, the session calls ``Segmenter.relabel`` instead of running
-the ViT again.
+The session keeps one Segmenter while the model, readout and windows stay the same, and passes
+the label and refine options per run; the engine's own cache (keyed by the pixels) then skips
+the ViT pass when only the class list, prompts, thresholds or PAMR changed.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,11 +100,6 @@ def _model_key(config: SegmentConfig) -> tuple:
     return (m.model, m.pretrained, m.checkpoint, m.device, m.precision, m.cache_dir)
 
 
-def _digest(image: np.ndarray) -> str:
-    """Content hash of an ``(H, W, 3)`` float32 plane (detects edited pixels)."""
-    return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest()
-
-
 class Session:
     """Models and engine state kept between runs of one widget.
 
@@ -125,8 +119,6 @@ class Session:
         self._custom: dict[str, Any] = {}
         self._segmenter: Any = None
         self._segmenter_model: tuple | None = None
-        self._embed_key: tuple | None = None
-        self._embed_digest = ""
 
     # -- models -----------------------------------------------------------------------------
     def add_model(self, name: str, model: Any) -> None:
@@ -140,7 +132,6 @@ class Session:
         self._models = {k: v for k, v in self._models.items() if k[0] != name}
         if self._segmenter_model is not None and self._segmenter_model[0] == name:
             self._segmenter = None  # it holds the previous model under this name
-            self._embed_key = None
 
     def loaded(self, name: str) -> Any:
         """The model added as ``name`` with :meth:`add_model`."""
@@ -166,7 +157,6 @@ class Session:
                 from clipseg.models import load_model as loader
             self._models.clear()  # keep one loaded model: weights can take gigabytes
             self._segmenter = None
-            self._embed_key = None
             self._models[key] = loader(config.model)
         return self._models[key]
 
@@ -182,36 +172,38 @@ class Session:
             loaded = dataclasses.replace(loaded, model=loaded.model.to(target), device=target)
             self._custom[name] = loaded
             self._segmenter = None  # it holds the model on its previous device
-            self._embed_key = None
         return loaded
 
     def forget_embeddings(self) -> None:
-        """Drop the cached embeddings (after a cancelled or failed run)."""
-        self._embed_key = None
+        """Drop the engine's cached embeddings (after a failed run)."""
+        if self._segmenter is not None:
+            self._segmenter.clear_cache()
 
     # -- running ----------------------------------------------------------------------------
-    def _embedding_key(self, request: JobRequest, plane: PlaneIndex) -> tuple:
-        c = request.config
-        return (request.source.key, plane, _model_key(c), c.readout, c.window)
+    def _reusable(self, config: SegmentConfig) -> bool:
+        """Whether the current Segmenter serves ``config`` (labels and refine aside)."""
+        seg = self._segmenter
+        return seg is not None and dataclasses.replace(
+            config, labels=seg.config.labels, refine=seg.config.refine) == seg.config
 
     def can_relabel(self, request: JobRequest) -> bool:
-        """True when ``request`` differs from the last run only in classes/labels/refine.
+        """True when running ``request`` would reuse cached embeddings (no ViT pass).
 
-        (The pixels are compared too, by digest, when the run starts.)
+        That is: one plane, the same model, readout and windows as the last run, and that
+        plane's pixels unchanged (the engine compares them by digest).
         """
-        return (len(request.planes) == 1 and self._segmenter is not None
-                and self._segmenter.has_cache
-                and self._embed_key == self._embedding_key(request, request.planes[0]))
+        return (len(request.planes) == 1 and self._reusable(request.config)
+                and self._segmenter.is_cached(request.source.read_plane(request.planes[0])))
 
     def _segmenter_for(self, config: SegmentConfig) -> Any:
-        """The Segmenter for ``config`` (kept while the configuration does not change).
+        """The Segmenter for ``config``, kept while only labels/refine options change.
 
-        A Segmenter's configuration is fixed, so any change makes a new one; the loaded model
-        is shared through :meth:`model_for`.
+        A Segmenter's configuration is fixed, so any other change makes a new one; the loaded
+        model is shared through :meth:`model_for`.
         """
         from clipseg.pipeline import Segmenter
 
-        if self._segmenter is None or self._segmenter.config != config:
+        if not self._reusable(config):
             self._segmenter = Segmenter(config, model=self.model_for(config))
             self._segmenter_model = _model_key(config)
         return self._segmenter
@@ -220,7 +212,8 @@ class Session:
         """Segment every plane of ``request``; yields progress, returns the result.
 
         Stopping the iteration early (a cancelled worker) leaves nothing half-applied: results
-        only reach the viewer through the returned :class:`JobResult`.
+        only reach the viewer through the returned :class:`JobResult`, and the engine writes its
+        cache only when a plane's window pass is complete.
         """
         from clipseg.text import parse_classes
 
@@ -230,32 +223,19 @@ class Session:
         n = len(request.planes)
         if n == 0:
             raise InvalidInputError("planes: expected at least one plane to segment, got none")
-        if self.can_relabel(request):
-            yield JobProgress(0, 1, "labels", 0, 1)
-            image = request.source.read_plane(request.planes[0])
-            if _digest(image) == self._embed_digest:
-                seg = self._segmenter
-                out = yield from relay(
-                    seg.run_relabel(specs, labels=request.config.labels,
-                                    refine=request.config.refine),
-                    lambda step: JobProgress(0, 1, step.stage, step.done, step.total))
-                self._store(result, request.planes[0], out, request.scores)
-                result.relabelled = True
-                yield JobProgress(0, 1, "labels", 1, 1)
-                return result
-
-        self._embed_key = None
         yield JobProgress(0, n, "model", 0, 1)
         seg = self._segmenter_for(request.config)
         yield JobProgress(0, n, "model", 1, 1)
+        reused = []
         for p, plane in enumerate(request.planes):
-            self._embed_key = None  # the engine's cache is about to change
             image = request.source.read_plane(plane)
-            out = yield from relay(seg.run(image, specs), lambda step, p=p: JobProgress(
-                p, n, step.stage, step.done, step.total))
+            out = yield from relay(
+                seg.run(image, specs, labels=request.config.labels,
+                        refine=request.config.refine),
+                lambda step, p=p: JobProgress(p, n, step.stage, step.done, step.total))
             self._store(result, plane, out, request.scores)
-            self._embed_key = self._embedding_key(request, plane)
-            self._embed_digest = _digest(image)
+            reused.append(out.reused_embeddings)
+        result.relabelled = all(reused)
         return result
 
     @staticmethod

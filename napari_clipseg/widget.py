@@ -334,7 +334,8 @@ class ClipSegWidget(QWidget):
         self.progress.setValue(self.progress.maximum())
 
     def _on_aborted(self) -> None:
-        self.session.forget_embeddings()
+        # Nothing to forget: the engine caches a plane's embeddings only once its window pass
+        # is complete, so a cancelled run leaves either a valid cache or none.
         self.status.setText("cancelled; the viewer is unchanged")
         self.progress.setValue(0)
 

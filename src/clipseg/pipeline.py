@@ -68,6 +68,8 @@ class SegmentationResult:
         The configuration used, with registry defaults filled in (no ``None`` left in
         ``middle_layer``, ``crop``, ``stride``, ``logit_scale``).
     model_name : str
+    reused_embeddings : bool
+        True when no ViT pass ran: the window embeddings came from the cache of the last image.
     """
 
     labels: np.ndarray
@@ -75,6 +77,7 @@ class SegmentationResult:
     class_names: list[str]
     config: SegmentConfig
     model_name: str
+    reused_embeddings: bool = False
 
 
 @dataclass
@@ -342,8 +345,8 @@ class Segmenter:
                                  lambda step: Progress("text", *step)))
 
     def _finish(self, cache: _Cache, specs: list[ClassSpec], text: torch.Tensor,
-                owner: torch.Tensor, labels: LabelConfig, refine: RefineConfig
-                ) -> Generator[Progress, None, SegmentationResult]:
+                owner: torch.Tensor, labels: LabelConfig, refine: RefineConfig,
+                reused: bool) -> Generator[Progress, None, SegmentationResult]:
         """Stitched logits -> optional PAMR -> labels, from cached window embeddings."""
         loaded = self.loaded
         k = len(specs)
@@ -375,11 +378,17 @@ class Segmenter:
         cache.classes = specs
         config = dataclasses.replace(self.resolved_config, labels=labels, refine=refine)
         return SegmentationResult(labels=label_image, probs=probs, class_names=names,
-                                  config=config, model_name=loaded.name)
+                                  config=config, model_name=loaded.name,
+                                  reused_embeddings=reused)
 
-    def run(self, image: np.ndarray, classes: Classes
+    def run(self, image: np.ndarray, classes: Classes, *, labels: LabelConfig | None = None,
+            refine: RefineConfig | None = None
             ) -> Generator[Progress, None, SegmentationResult]:
         """Segment ``image`` into ``classes``; a generator of progress returning the result.
+
+        When ``image`` is the last image (same pixels) the cached window embeddings are used
+        and no ViT pass runs (``result.reused_embeddings``); so callers that change only the
+        classes, label or refine options can simply run again.
 
         Parameters
         ----------
@@ -387,6 +396,9 @@ class Segmenter:
             ``(H, W, 3)`` uint8 or float in [0, 1].
         classes : str, list of str or list of ClassSpec
             See :func:`clipseg.text.parse_classes` (``"road; street, building"``).
+        labels, refine : LabelConfig, RefineConfig or None
+            Options for this run instead of the configured ones (they do not affect the
+            window embeddings, so the cache stays valid across them).
 
         Yields
         ------
@@ -400,18 +412,36 @@ class Segmenter:
         SegmentationResult
         """
         specs = parse_classes(classes)
-        cfg = self.config
-        class_threshold_vector([s.name for s in specs], cfg.labels)  # fail before the ViT pass
-        text, owner = yield from self._encode_text(specs, cfg.labels)
+        labels, refine = self._options(labels, refine)
+        class_threshold_vector([s.name for s in specs], labels)  # fail before the ViT pass
+        text, owner = yield from self._encode_text(specs, labels)
+        before = self._cache
         yield from self.window_embeddings(image)
         cache = self._cache
         if cache is None:
             raise ClipSegError("internal: window embeddings finished without a cache entry")
-        return (yield from self._finish(cache, specs, text, owner, cfg.labels, cfg.refine))
+        return (yield from self._finish(cache, specs, text, owner, labels, refine,
+                                        reused=cache is before))
 
-    def segment(self, image: np.ndarray, classes: Classes) -> SegmentationResult:
+    def segment(self, image: np.ndarray, classes: Classes, *, labels: LabelConfig | None = None,
+                refine: RefineConfig | None = None) -> SegmentationResult:
         """:meth:`run` drained: the result without progress."""
-        return drain(self.run(image, classes))
+        return drain(self.run(image, classes, labels=labels, refine=refine))
+
+    def is_cached(self, image: np.ndarray) -> bool:
+        """Whether a run on ``image`` would reuse cached window embeddings (no ViT pass)."""
+        return self._cache is not None and self._cache.key == self._key(
+            validate_rgb(image), self.resolved_config)
+
+    def _options(self, labels: LabelConfig | None, refine: RefineConfig | None
+                 ) -> tuple[LabelConfig, RefineConfig]:
+        """Per-call label/refine options, checked, or the configured ones."""
+        for name, value, cls in (("labels", labels, LabelConfig), ("refine", refine,
+                                                                    RefineConfig)):
+            if value is not None and not isinstance(value, cls):
+                raise InvalidConfigError(f"expected {name} as a {cls.__name__} or None, "
+                                         f"got {describe(value)}")
+        return labels or self.config.labels, refine or self.config.refine
 
     def relabel(self, classes: Classes | None = None, *, labels: LabelConfig | None = None,
                 refine: RefineConfig | None = None) -> SegmentationResult:
@@ -453,16 +483,10 @@ class Segmenter:
             specs = cache.classes
         else:
             specs = parse_classes(classes)
-        for name, value, cls in (("labels", labels, LabelConfig), ("refine", refine,
-                                                                    RefineConfig)):
-            if value is not None and not isinstance(value, cls):
-                raise InvalidConfigError(f"relabel: expected {name} as a {cls.__name__} or None, "
-                                         f"got {describe(value)}")
-        labels = labels or self.config.labels
+        labels, refine = self._options(labels, refine)
         class_threshold_vector([s.name for s in specs], labels)  # fail before any work
         text, owner = yield from self._encode_text(specs, labels)
-        return (yield from self._finish(cache, specs, text, owner, labels,
-                                        refine or self.config.refine))
+        return (yield from self._finish(cache, specs, text, owner, labels, refine, reused=True))
 
 
 def segment(image: np.ndarray, classes: Classes,

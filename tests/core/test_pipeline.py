@@ -1,6 +1,7 @@
 """The Segmenter facade on a tiny random open_clip model."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from clipseg.config import LabelConfig, RefineConfig, SegmentConfig
-from clipseg.errors import ClipSegError, InvalidInputError
+from clipseg.errors import ClipSegError, InvalidConfigError, InvalidInputError
 from clipseg.features import dense_embeddings
 from clipseg.image import to_pixels
 from clipseg.models import wrap_model
@@ -274,3 +275,23 @@ def test_run_relabel_reports_text_progress_and_relabel_drains_it(loaded, config,
     assert [(s.stage, s.done, s.total) for s in steps if s.stage == "text"] == [
         ("text", 0, 1), ("text", 1, 2), ("text", 2, 2)]
     np.testing.assert_array_equal(result.labels, seg.relabel("tree, road").labels)
+
+
+def test_run_on_the_same_pixels_with_new_label_options_reuses_the_cache(tiny_clip, loaded,
+                                                                        config, image):
+    seg = make(config, loaded)
+    assert not seg.is_cached(image)
+    first = seg.segment(image, CLASSES)
+    assert not first.reused_embeddings and seg.is_cached(image.copy())
+    with count_vit_calls(tiny_clip) as calls:
+        again = seg.segment(image, "tree, road", labels=LabelConfig(threshold=0.4),
+                            refine=dataclasses.replace(config.refine, pamr=True))
+    assert calls == [] and again.reused_embeddings
+    assert again.config.labels.threshold == 0.4 and again.config.refine.pamr
+    fresh = make(config.replace(threshold=0.4, pamr=True), loaded).segment(image, "tree, road")
+    np.testing.assert_allclose(again.probs, fresh.probs, atol=1e-6)
+    edited = image.copy()
+    edited[0, 0] ^= 1
+    assert not seg.is_cached(edited)
+    with pytest.raises(InvalidConfigError, match="labels as a LabelConfig"):
+        seg.segment(image, CLASSES, labels={"threshold": 0.4})
