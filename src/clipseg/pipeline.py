@@ -30,6 +30,7 @@ from .image import to_pixels, validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
 from .refine import pamr
+from .results import Progress, SegmentationResult, WindowEmbeddings
 from .text import ClassSpec, TextEncoder, class_logits, parse_classes, prompt_templates
 from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
     window_boxes
@@ -40,70 +41,6 @@ Classes = str | Sequence[str | ClassSpec]
 
 #: Most floats of upsampled window logits held at once (windows are upsampled in groups).
 UPSAMPLE_FLOATS = 1 << 24
-
-
-@dataclass
-class Progress:
-    """One progress step: ``stage`` in ``"text"``, ``"windows"``, ``"refine"``, ``"labels"``;
-    ``done`` of ``total`` units (windows for ``"windows"``, else steps)."""
-
-    stage: str
-    done: int
-    total: int
-
-
-@dataclass
-class SegmentationResult:
-    """Output of a run.
-
-    Attributes
-    ----------
-    labels : np.ndarray
-        ``(H, W)`` uint8 (``K <= 255``) or uint16; 0 = unlabeled, class ``k`` -> ``k + 1``.
-    probs : np.ndarray or None
-        ``(K, H, W)`` float32 class probabilities.
-    class_names : list of str
-        ``K`` names in label order.
-    config : SegmentConfig
-        The configuration used, with registry defaults filled in (no ``None`` left in
-        ``middle_layer``, ``crop``, ``stride``, ``logit_scale``).
-    model_name : str
-    reused_embeddings : bool
-        True when no ViT pass ran: the window embeddings came from the cache of the last image.
-    """
-
-    labels: np.ndarray
-    probs: np.ndarray | None
-    class_names: list[str]
-    config: SegmentConfig
-    model_name: str
-    reused_embeddings: bool = False
-
-
-@dataclass
-class WindowEmbeddings:
-    """Dense embeddings of every window of one image.
-
-    Attributes
-    ----------
-    groups : list of (list of Box, torch.Tensor)
-        Windows encoded together: their boxes ``(y0, x0, y1, x1)`` in resized-image pixels and
-        a ``(n, h, w, D)`` CPU tensor of unit embeddings (float32, or float16 when the model ran
-        in half precision).
-    resized_size : (int, int)
-        ``(H', W')`` of the resized image the boxes refer to.
-    original_size : (int, int)
-        ``(H, W)`` of the input image.
-    """
-
-    groups: list[tuple[list[Box], torch.Tensor]]
-    resized_size: tuple[int, int]
-    original_size: tuple[int, int]
-
-    @property
-    def boxes(self) -> list[Box]:
-        """All window boxes, in encoding order."""
-        return [box for boxes, _ in self.groups for box in boxes]
 
 
 @dataclass
