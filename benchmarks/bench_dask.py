@@ -42,7 +42,7 @@ def main() -> None:
     from distributed import LocalCluster
     from PIL import Image
 
-    from clipseg.cli import main as clipseg
+    from clipseg.apps.cli import main as clipseg
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="clipseg-bench-dask-") as tmp:

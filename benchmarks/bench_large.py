@@ -87,7 +87,7 @@ def child(argv: list[str]) -> None:
     import torch
 
     torch.set_num_threads(int(argv.pop(0)))
-    from clipseg.cli import main
+    from clipseg.apps.cli import main
 
     peak = [0]
     done = threading.Event()

@@ -109,7 +109,7 @@ def add_score_layers(viewer: Any, result: JobResult, labels_layer: Any) -> list[
     and additive blending; it is added hidden (toggle it to inspect one class). An existing
     score layer of the same name and shape is updated in place.
     """
-    from clipseg.io import class_colors, hex_to_rgb
+    from clipseg.formats.io import class_colors, hex_to_rgb
     from napari.layers import Image
     from napari.utils.colormaps import Colormap
 

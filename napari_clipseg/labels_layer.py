@@ -1,8 +1,8 @@
 """From engine results to napari Labels layers: class tables, colors and undoable writes.
 
-The output half of the layer conversion. Conventions (shared with :mod:`clipseg.io`):
+The output half of the layer conversion. Conventions (shared with :mod:`clipseg.formats.io`):
 label 0 = unlabeled; class ``k`` (0-based) has label ``k + 1``; the color of label ``k + 1`` is
-``clipseg.io.class_colors(K)[k]``, so a class keeps its color across runs, files and sessions.
+``clipseg.formats.io.class_colors(K)[k]``, so a class keeps its color across runs, files and sessions.
 
 A Labels layer made here carries its class table twice, in napari's own places:
 
@@ -30,7 +30,7 @@ MERGE_MODES = ("fill unlabeled", "replace", "new layer")
 
 
 def _rgba(color: str) -> tuple[float, float, float, float]:
-    from clipseg.io import hex_to_rgb
+    from clipseg.formats.io import hex_to_rgb
 
     r, g, b = hex_to_rgb(color)
     return (r / 255.0, g / 255.0, b / 255.0, 1.0)
@@ -41,7 +41,7 @@ def class_colormap(class_names: Sequence[str], colors: Sequence[str] | None = No
 
     ``colors`` are ``"#rrggbb"`` strings, one per class; default ``class_colors(K)``.
     """
-    from clipseg.io import class_colors
+    from clipseg.formats.io import class_colors
     from napari.utils.colormaps import DirectLabelColormap
 
     if colors is None:
@@ -168,10 +168,10 @@ def layer_class_colors(layer: Any, n_classes: int) -> list[str]:
     """Colors (``"#rrggbb"``) the layer shows for labels ``1..n_classes``.
 
     A label the layer's direct colormap does not list gets the fixed palette color
-    (``clipseg.io.class_colors``); a layer with a cyclic (random) colormap reports the colors
+    (``clipseg.formats.io.class_colors``); a layer with a cyclic (random) colormap reports the colors
     napari draws.
     """
-    from clipseg.io import class_colors
+    from clipseg.formats.io import class_colors
     from napari.utils.colormaps import DirectLabelColormap
 
     palette = class_colors(n_classes)

@@ -1,4 +1,4 @@
-"""npe2 reader: open a label image written by :func:`clipseg.io.write_labels`.
+"""npe2 reader: open a label image written by :func:`clipseg.formats.io.write_labels`.
 
 Only paths that have a ``NAME.clipseg.json`` sidecar are claimed; any other PNG/TIFF is left to
 napari's other readers.
@@ -14,7 +14,7 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return :func:`read_labels_layers` when ``path`` is a clipseg result, else None."""
-    from clipseg.io import find_sidecar
+    from clipseg.formats.io import find_sidecar
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or any(find_sidecar(p) is None for p in paths):
@@ -31,7 +31,7 @@ def read_labels_layers(path: str | list[str]) -> list[LayerData]:
         ``data`` is ``(H, W)`` uint8/uint16/uint32 (TIFFs are read lazily); ``kwargs`` holds
         ``features`` (``index``, ``class``), a direct ``colormap`` and ``metadata["clipseg"]``.
     """
-    from clipseg.io import output_base, read_labels
+    from clipseg.formats.io import output_base, read_labels
 
     from .labels_layer import class_table_kwargs
 

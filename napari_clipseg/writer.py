@@ -1,6 +1,6 @@
 """npe2 writer: save a Labels layer as a label image plus its class-name sidecar.
 
-The files are those of :func:`clipseg.io.write_labels` (``NAME.png`` or ``NAME.tif`` and
+The files are those of :func:`clipseg.formats.io.write_labels` (``NAME.png`` or ``NAME.tif`` and
 ``NAME.clipseg.json``), so the CLI, the reader below and any script read them the same way.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def class_table_from_meta(data: np.ndarray, meta: dict[str, Any]) -> tuple[list[
 
 def _plane_paths(path: str, lead: tuple[int, ...]) -> list[tuple[tuple[int, ...], str]]:
     """``NAME.png`` -> ``[((0,), "NAME_z000.png"), ...]`` for leading axes of shape ``lead``."""
-    from clipseg.io import output_base
+    from clipseg.formats.io import output_base
 
     base = output_base(path)
     suffix = path[len(str(base)):]  # ".png", ".tif", ".tiff" or ""
@@ -69,7 +69,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     list of str
         The label image and sidecar paths written.
     """
-    from clipseg.io import write_labels as io_write
+    from clipseg.formats.io import write_labels as io_write
 
     arr = np.asarray(data)
     while arr.ndim > 2 and arr.shape[0] == 1:

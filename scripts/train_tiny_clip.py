@@ -14,7 +14,7 @@ What it does, printed as it goes:
    writes it with the architecture ``clipseg-demo-tiny.json`` into ``--out``; registers that
    config with open_clip (``open_clip.add_model_config``) and builds the model with random
    weights from ``--seed``;
-2. for each step draws ``--batch`` fresh 64x64 scenes from :mod:`clipseg.synthetic`
+2. for each step draws ``--batch`` fresh 64x64 scenes from :mod:`clipseg.apps.synthetic`
    (generator seeded with ``[seed, step]``; the held-out scenes of the tests and the demo use
    integer seeds from 1_000_000 on, which never give the same stream) and one caption per
    scene: half of them a class name of the scene through a random one of open_clip's 80
@@ -43,7 +43,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from clipseg import synthetic
+from clipseg.apps import synthetic
 
 ARCH = "clipseg-demo-tiny"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "clipseg" / "weights"

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-import clipseg.batch as batch
-from clipseg import io
-from clipseg.cli import EXIT_FAILED, EXIT_OK, main
+import clipseg.apps.batch as batch
+from clipseg.formats import io
+from clipseg.apps.cli import EXIT_FAILED, EXIT_OK, main
 from tests.cli.conftest import save, scene
 
 CLASSES = "red, green, blue"

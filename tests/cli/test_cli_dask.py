@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import clipseg.batch as batch
-from clipseg.cli import EXIT_FAILED, EXIT_OK, main
+import clipseg.apps.batch as batch
+from clipseg.apps.cli import EXIT_FAILED, EXIT_OK, main
 from tests.cli.conftest import save, scene
 
 distributed = pytest.importorskip("distributed")

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import tifffile
 
-from clipseg import coco, io
-from clipseg.cli import EXIT_OK, EXIT_USAGE, main
+from clipseg.formats import coco, io
+from clipseg.apps.cli import EXIT_OK, EXIT_USAGE, main
 from clipseg.config import SegmentConfig
 from clipseg.pipeline import Segmenter
 from clipseg.text import parse_classes

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from clipseg import io
-from clipseg.cli import EXIT_OK, main
+from clipseg.formats import io
+from clipseg.apps.cli import EXIT_OK, main
 from clipseg.config import SegmentConfig
-from clipseg.largeimage import ImageSource, open_image, plan_tiles, segment_tile
+from clipseg.apps.largeimage import ImageSource, open_image, plan_tiles, segment_tile
 from clipseg.pipeline import Segmenter
 from clipseg.text import parse_classes
 from clipseg.tiling import window_boxes

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipseg import coco
+from clipseg.formats import coco
 from clipseg.errors import InvalidInputError
 
 

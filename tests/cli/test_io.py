@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from clipseg import io
+from clipseg.formats import io
 from clipseg.config import SegmentConfig
 from clipseg.errors import InvalidInputError
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from clipseg.cli import EXIT_USAGE, build_parser, config_from_args, main
+from clipseg.apps.cli import EXIT_USAGE, build_parser, config_from_args, main
 from clipseg.config import SegmentConfig
 
 
@@ -57,7 +57,7 @@ def test_bad_values_exit_2_with_the_reason(tmp_path, capsys):
 
 
 def test_model_config_files_are_checked(tmp_path, tiny_model_name, capsys):
-    from clipseg.cli import register_model_configs
+    from clipseg.apps.cli import register_model_configs
     from clipseg.errors import InvalidConfigError
     from tests.tiny_models import TINY_CONFIG
 

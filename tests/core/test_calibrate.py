@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from clipseg.calibrate import calibrate, coherence_auroc, patch_labels, sample_pairs
-from clipseg.cli import main
+from clipseg.apps.calibrate import calibrate, coherence_auroc, patch_labels, sample_pairs
+from clipseg.apps.cli import main
 from clipseg.errors import InvalidConfigError, InvalidInputError
 from clipseg.image import to_pixels
 from clipseg.config import ModelConfig

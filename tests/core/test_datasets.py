@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipseg.datasets import (DATASETS, class_names, engine_to_dataset_lut, get_spec,
+from clipseg.apps.datasets import (DATASETS, class_names, engine_to_dataset_lut, get_spec,
                               open_dataset, prompt_classes)
 from clipseg.errors import InvalidConfigError, InvalidInputError
 from clipseg.text import parse_classes

@@ -1,7 +1,7 @@
 """End to end with the bundled toy CLIP: shipped weights -> registry -> loading -> Segmenter.
 
 The model (``clipseg-demo-tiny``, trained by ``scripts/train_tiny_clip.py`` on
-:mod:`clipseg.synthetic` scenes) is scored on held-out generated scenes with exact ground
+:mod:`clipseg.apps.synthetic` scenes) is scored on held-out generated scenes with exact ground
 truth. What these tests catch that shape tests miss: weights that do not reach the model, a
 tokenizer that does not match the text tower, a transposed or shifted patch grid, windows
 stitched in the wrong place, labels returned in the wrong orientation, PAMR or thresholds that
@@ -16,12 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from clipseg.config import ModelConfig
-from clipseg.demo import HELD_OUT_SEED, demo_config, held_out_scenes, run_demo, segment_scene
+from clipseg.apps.demo import HELD_OUT_SEED, demo_config, held_out_scenes, run_demo, segment_scene
 from clipseg.models import get_entry, load_model, wrap_model
 from clipseg.models.bundled import (BUNDLED_ARCH, BUNDLED_ENTRIES, bundled_checkpoint,
                                     register_bundled_configs)
 from clipseg.pipeline import Segmenter
-from clipseg.synthetic import CLASS_NAMES, Scene, make_scene, miou
+from clipseg.apps.synthetic import CLASS_NAMES, Scene, make_scene, miou
 
 K = len(CLASS_NAMES)
 NAMES = list(CLASS_NAMES)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clipseg.cli import main
-from clipseg.datasets import engine_to_dataset_lut, get_spec, open_dataset, prompt_classes
+from clipseg.apps.cli import main
+from clipseg.apps.datasets import engine_to_dataset_lut, get_spec, open_dataset, prompt_classes
 from clipseg.errors import InvalidConfigError
-from clipseg.evaluate import (PROTOCOLS, EvalReport, EvalSettings, evaluate, resolve_settings,
+from clipseg.apps.evaluate import (PROTOCOLS, EvalReport, EvalSettings, evaluate, resolve_settings,
                               table1_markdown, write_outputs)
 from clipseg.pipeline import Segmenter
 

@@ -14,7 +14,7 @@ GUI = ("napari", "qtpy", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "Py
 def test_importing_every_engine_module_pulls_in_no_gui_package():
     modules = sorted(m.name for m in pkgutil.walk_packages(clipseg.__path__, "clipseg.")
                      if not m.name.endswith("__main__"))
-    assert "clipseg.pipeline" in modules and "clipseg.cli" in modules
+    assert "clipseg.pipeline" in modules and "clipseg.apps.cli" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from clipseg.errors import InvalidInputError
-from clipseg.metrics import (ConfusionAccumulator, auroc, confusion_matrix,
+from clipseg.apps.metrics import (ConfusionAccumulator, auroc, confusion_matrix,
                              scores_from_confusion)
 
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from clipseg import synthetic
+from clipseg.apps import synthetic
 from clipseg.errors import InvalidInputError
-from clipseg.synthetic import (BACKGROUNDS, CLASS_NAMES, COLORS, SHAPE_CLASSES, caption,
+from clipseg.apps.synthetic import (BACKGROUNDS, CLASS_NAMES, COLORS, SHAPE_CLASSES, caption,
                                make_batch, make_scene, miou)
 
 

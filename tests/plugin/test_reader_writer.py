@@ -69,7 +69,7 @@ def test_a_stack_is_written_plane_by_plane(tmp_path):
     paths = write_labels(str(tmp_path / "stack.png"), stack, meta)
     assert [p.rsplit("/", 1)[1] for p in paths] == [
         "stack_z000.png", "stack_z000.clipseg.json", "stack_z001.png", "stack_z001.clipseg.json"]
-    from clipseg.io import read_labels
+    from clipseg.formats.io import read_labels
 
     for z in range(2):
         labels, side = read_labels(tmp_path / f"stack_z{z:03d}.png")

@@ -16,7 +16,7 @@ def test_scikit_image_samples(make_napari_viewer, key, shape, rgb):
 
 
 def test_synthetic_scene_with_ground_truth(make_napari_viewer):
-    from clipseg.synthetic import CLASS_NAMES
+    from clipseg.apps.synthetic import CLASS_NAMES
 
     viewer = make_napari_viewer()
     image, truth = viewer.open_sample("napari-clipseg", "shapes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipseg.io import class_colors, hex_to_rgb
+from clipseg.formats.io import class_colors, hex_to_rgb
 from napari_clipseg.widget import ClipSegWidget
 from tests.plugin.conftest import reference
 

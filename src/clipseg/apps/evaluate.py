@@ -7,7 +7,7 @@ background prompt. Some settings differ per dataset (the peers resize Cityscapes
 threshold background only where there is one). Every field can be overridden; the order is
 protocol defaults < protocol's per-dataset values < the caller's overrides.
 
-Scores follow mmsegmentation's ``IoUMetric`` (:mod:`clipseg.metrics`): areas summed over the
+Scores follow mmsegmentation's ``IoUMetric`` (:mod:`clipseg.apps.metrics`): areas summed over the
 dataset, ignore index 255, classes absent from both prediction and ground truth left out of the
 mean. The engine's label 0 ("under the threshold") counts as background on datasets that have
 one and as "no class" (a miss) elsewhere.
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import SegmentConfig
+from ..config import SegmentConfig
 from .datasets import (DATASETS, NAME_VARIANTS, SegmentationDataset, class_names,
                        engine_to_dataset_lut, open_dataset, prompt_classes)
-from .errors import InvalidConfigError, InvalidInputError, describe
+from ..errors import InvalidConfigError, InvalidInputError, describe
 from .metrics import ConfusionAccumulator
 
 __all__ = ["Protocol", "PROTOCOLS", "EvalSettings", "EvalReport", "resolve_settings",
@@ -49,7 +49,7 @@ class Protocol:
     ----------
     name, description : str
     options : dict
-        Flat SegmentConfig options plus ``names`` (a :data:`~clipseg.datasets.NAME_VARIANTS`
+        Flat SegmentConfig options plus ``names`` (a :data:`~clipseg.apps.datasets.NAME_VARIANTS`
         value) and ``background_prompt`` (bool), for every dataset.
     per_dataset : dict of dataset key -> dict
         Values that replace ``options`` for one dataset.
@@ -153,7 +153,7 @@ def resolve_settings(protocol: str, dataset: str, overrides: Mapping[str, Any] |
     protocol : str
         A key of :data:`PROTOCOLS`.
     dataset : str
-        A key of :data:`~clipseg.datasets.DATASETS`.
+        A key of :data:`~clipseg.apps.datasets.DATASETS`.
     overrides : mapping or None
         Flat SegmentConfig options, ``names``, ``background_prompt``.
     base : SegmentConfig or None
@@ -178,7 +178,7 @@ class EvalReport:
 
     ``per_class_iou`` and ``miou`` are fractions in [0, 1] (``None`` in JSON for a class absent
     from prediction and ground truth); ``confusion`` is the ``(N, N + 1)`` matrix of
-    :func:`clipseg.metrics.confusion_matrix` (rows ground truth, last column "no class").
+    :func:`clipseg.apps.metrics.confusion_matrix` (rows ground truth, last column "no class").
     """
 
     dataset: str
@@ -218,7 +218,7 @@ def evaluate(dataset: SegmentationDataset, config: EvalSettings | SegmentConfig 
     Parameters
     ----------
     dataset : SegmentationDataset
-        From :func:`clipseg.datasets.open_dataset`.
+        From :func:`clipseg.apps.datasets.open_dataset`.
     config : EvalSettings, SegmentConfig or None
         A SegmentConfig is used with plain names and a background prompt; None = the ``paper``
         protocol for this dataset.
@@ -236,7 +236,7 @@ def evaluate(dataset: SegmentationDataset, config: EvalSettings | SegmentConfig 
     EvalReport
         Images/s counts segmentation time only (file reading excluded).
     """
-    from .pipeline import Segmenter
+    from ..pipeline import Segmenter
 
     if not isinstance(dataset, SegmentationDataset):
         raise InvalidInputError(f"dataset: expected a SegmentationDataset (open_dataset), got "
@@ -380,7 +380,7 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .models import load_model
+    from ..models import load_model
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
     if "class_thresholds" in overrides:

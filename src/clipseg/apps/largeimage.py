@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ClipSegError, InvalidInputError, describe
-from .image import as_rgb01
-from .tiling import Box, window_boxes
+from ..errors import ClipSegError, InvalidInputError, describe
+from ..image import as_rgb01
+from ..tiling import Box, window_boxes
 
 if TYPE_CHECKING:
-    from .config import SegmentConfig
-    from .text import ClassSpec
+    from ..config import SegmentConfig
+    from ..text import ClassSpec
 
 #: Rows read at once when scanning a lazy image for its value range.
 SCAN_PIXELS = 1 << 22
@@ -291,7 +291,7 @@ def pamr_halo(config: SegmentConfig) -> int:
 
 def window_geometry(config: SegmentConfig) -> tuple[int, int]:
     """``(crop, stride)`` of a run: the config's, else the model registry's."""
-    from .models import get_entry
+    from ..models import get_entry
 
     crop, stride = config.window.crop, config.window.stride
     if crop is None or stride is None:

@@ -4,7 +4,7 @@
 ``--dask-local N`` starts a :class:`distributed.LocalCluster` of N single-threaded worker
 processes (``N = 0``: one per GPU, or one when there is none).
 
-* Each worker thread loads the model once (:func:`clipseg.batch.segmenter_for` caches the
+* Each worker thread loads the model once (:func:`clipseg.apps.batch.segmenter_for` caches the
   Segmenter per process and thread) and reuses it for every image it gets.
 * With several GPUs visible to one worker process, a worker named ``i`` (LocalCluster names
   them 0..N-1) runs on ``cuda:i % count``; on a real cluster start one worker per GPU with
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from .batch import (Job, Outcome, RunOptions, image_size, is_complete, process_job,
                     wants_tiling, write_tiled)
-from .errors import ClipSegError, InvalidConfigError
+from ..errors import ClipSegError, InvalidConfigError
 
 if TYPE_CHECKING:
-    from .config import SegmentConfig
-    from .text import ClassSpec
+    from ..config import SegmentConfig
+    from ..text import ClassSpec
 
 
 class RetryableFailure(RuntimeError):
@@ -67,7 +67,7 @@ def worker_config(config: SegmentConfig) -> SegmentConfig:
 def image_task(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec],
                options: RunOptions,
                run_hash: str) -> Outcome:
-    """Worker task: one whole image (see :func:`clipseg.batch.process_job`)."""
+    """Worker task: one whole image (see :func:`clipseg.apps.batch.process_job`)."""
     _prepare_worker(options.model_configs)
     outcome = process_job(job, worker_config(config), classes, options, run_hash)
     if outcome.status == "failed" and outcome.retryable:

@@ -4,7 +4,7 @@ A scene is one or two grey textured backgrounds (``stripes``, ``checkerboard``, 
 few flat-coloured shapes (``red circle``, ``blue square``, ...) painted on top. The generator is
 deterministic given a seed, so the bundled demo model (:mod:`clipseg.models.bundled`) can be
 trained on it (``scripts/train_tiny_clip.py``) and evaluated on held-out seeds with exact ground
-truth (``tests/core/test_end_to_end.py``, :func:`clipseg.demo.run_demo`).
+truth (``tests/core/test_end_to_end.py``, :func:`clipseg.apps.demo.run_demo`).
 
 Seeds: training draws scenes from ``np.random.default_rng([train_seed, step])``; held-out scenes
 (tests, demo) use integer seeds from 1_000_000 on. numpy pads seed words with zeros, so
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 #: Shape colours, RGB in [0, 1]. Each scene jitters them a little.
 COLORS: dict[str, tuple[float, float, float]] = {

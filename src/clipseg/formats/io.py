@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write, atomic_write_text
-from .errors import InvalidInputError, describe
+from ..atomic import atomic_path, atomic_write, atomic_write_text
+from ..errors import InvalidInputError, describe
 
 __all__ = ["write_labels", "read_labels", "class_colors", "read_sidecar", "write_sidecar",
            "make_sidecar", "find_sidecar", "sidecar_path", "label_image_path", "output_base",

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InvalidConfigError, InvalidInputError, describe
-from .image import as_rgb01, to_pixels
+from ..errors import InvalidConfigError, InvalidInputError, describe
+from ..image import as_rgb01, to_pixels
 from .metrics import auroc
-from .models.registry import ModelEntry
-from .tiling import resize_short_side, resized_shape, window_boxes
+from ..models.registry import ModelEntry
+from ..tiling import resize_short_side, resized_shape, window_boxes
 
 __all__ = ["KINDS", "CalibrationReport", "calibrate", "coherence_auroc", "sample_pairs",
            "patch_labels", "add_subparser"]
@@ -224,7 +224,7 @@ class CalibrationReport:
     def save_profile(self, name: str, *, checkpoint: str | None = None,
                      stride: int | None = None) -> Path:
         """Save :meth:`profile_entry` as a named profile; returns the JSON file."""
-        from .models.profiles import save_profile
+        from ..models.profiles import save_profile
         return save_profile(name, self.profile_entry(name, checkpoint=checkpoint, stride=stride))
 
 
@@ -261,8 +261,8 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
     seed : int
         Seed of the pair sampling.
     """
-    from .models.loading import LoadedModel, wrap_model
-    from .models.vit import VisionTower
+    from ..models.loading import LoadedModel, wrap_model
+    from ..models.vit import VisionTower
 
     loaded = model if isinstance(model, LoadedModel) else wrap_model(model)
     kinds = tuple(kinds)
@@ -400,8 +400,8 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .config import ModelConfig
-    from .models import load_model
+    from ..config import ModelConfig
+    from ..models import load_model
 
     if args.limit is not None and args.limit < 1:
         raise InvalidConfigError(f"--limit: expected a positive integer, got {args.limit}")

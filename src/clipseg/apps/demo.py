@@ -1,7 +1,7 @@
 """Offline demo: segment a generated scene with the bundled toy CLIP and write PNGs to look at.
 
 ``clipseg demo -o OUT_DIR`` (and :func:`run_demo`) needs no download: the scene comes from
-:mod:`clipseg.synthetic` and the model is the ``clipseg-demo-tiny`` CLIP shipped inside the
+:mod:`clipseg.apps.synthetic` and the model is the ``clipseg-demo-tiny`` CLIP shipped inside the
 package (:mod:`clipseg.models.bundled`), loaded through the normal registry and loading path and
 run through the full :class:`clipseg.pipeline.Segmenter` (text prompts, sliding windows,
 stitching, labels, PAMR). The scene has exact ground truth, so the run also reports its mIoU.
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelConfig, READOUTS, ReadoutConfig, RefineConfig, SegmentConfig, \
+from ..config import ModelConfig, READOUTS, ReadoutConfig, RefineConfig, SegmentConfig, \
     WindowConfig
-from .errors import InvalidInputError
-from .io import class_colors, hex_to_rgb, write_labels
-from .models.bundled import BUNDLED_ARCH
-from .pipeline import Segmenter
+from ..errors import InvalidInputError
+from ..formats.io import class_colors, hex_to_rgb, write_labels
+from ..models.bundled import BUNDLED_ARCH
+from ..pipeline import Segmenter
 from .synthetic import CLASS_NAMES, Scene, make_scene, miou
 
 #: Demo and test scenes use integer seeds from here on; training draws its scenes from
@@ -146,7 +146,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, method: str = "clipse
     ----------
     out_dir : path-like
         Folder to write into (created if missing): ``input.png`` (the scene), ``labels.png``
-        with its ``labels.clipseg.json`` sidecar (the label file format of :mod:`clipseg.io`),
+        with its ``labels.clipseg.json`` sidecar (the label file format of :mod:`clipseg.formats.io`),
         ``truth.png`` (ground truth, same format) and ``overlay.png`` (input, prediction and
         ground truth side by side with a legend of class names).
     seed : int

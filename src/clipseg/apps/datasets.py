@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidConfigError, InvalidInputError
+from ..errors import InvalidConfigError, InvalidInputError
 
 __all__ = ["DatasetSpec", "DATASETS", "SegmentationDataset", "open_dataset", "class_names",
            "NAME_VARIANTS", "prompt_classes", "engine_to_dataset_lut", "IGNORE_INDEX"]
@@ -359,7 +359,7 @@ def class_names(key: str, variant: str = "plain") -> list[str]:
         raise InvalidConfigError(f"names: expected one of {', '.join(NAME_VARIANTS)}, "
                                  f"got {variant!r}")
     fname = f"{key}.txt" if variant == "plain" else f"{key}.{variant}.txt"
-    text = resources.files("clipseg").joinpath("data", "classnames", fname).read_text("utf-8")
+    text = resources.files("clipseg.apps").joinpath("data", "classnames", fname).read_text("utf-8")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) != spec.num_classes:  # a packaging error, not user input
         raise InvalidConfigError(f"class list {fname}: expected {spec.num_classes} lines, "
@@ -394,7 +394,7 @@ def engine_to_dataset_lut(ids: Sequence[int], spec: DatasetSpec) -> np.ndarray:
 
     The engine gives label 0 to pixels under the probability threshold and ``i + 1`` to
     prompted class ``i``. Label 0 becomes the background id 0 on datasets with a background
-    class, and "no class" (``N``, a miss in :mod:`clipseg.metrics`) on the others.
+    class, and "no class" (``N``, a miss in :mod:`clipseg.apps.metrics`) on the others.
 
     Returns
     -------

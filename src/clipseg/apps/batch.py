@@ -1,14 +1,14 @@
 """Running many images: finding them, naming outputs, resuming, writing, summarising.
 
 Used by ``clipseg segment`` and ``clipseg batch`` (serially here, or over Dask with
-:mod:`clipseg.distributed`). One image is one *job*; :func:`process_job` does all of it (read,
+:mod:`clipseg.apps.distributed`). One image is one *job*; :func:`process_job` does all of it (read,
 segment, write atomically) and never raises for a bad image: it returns a failed
 :class:`Outcome` with the reason, and the run goes on.
 
 Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input folders)::
 
     OUT/sub/a.png | a.tif      labels (PNG with palette; TIFF when tiled or > 255 classes)
-    OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.io)
+    OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.formats.io)
     OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities
 """
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import io
-from .errors import ClipSegError, InvalidInputError
+from ..formats import io
+from ..errors import ClipSegError, InvalidInputError
 
 if TYPE_CHECKING:
-    from .config import SegmentConfig
-    from .text import ClassSpec
+    from ..config import SegmentConfig
+    from ..text import ClassSpec
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SCORES_SUFFIX = ".scores.tif"
@@ -185,7 +185,7 @@ def segmenter_for(config: SegmentConfig) -> Any:
     reused for every image; only the last config of each thread is kept, so a long-lived
     process does not pile up models.
     """
-    from .pipeline import Segmenter
+    from ..pipeline import Segmenter
 
     thread = threading.get_ident()
     with _LOCK:
@@ -379,7 +379,7 @@ def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Cl
 def write_run_coco(jobs: Sequence[Job], outcomes: Sequence[Outcome], classes: Sequence[ClassSpec],
                    path: Path) -> Path | None:
     """COCO JSON over every image of the run with complete outputs (done or skipped)."""
-    from .coco import write_coco
+    from ..formats.coco import write_coco
 
     ok = {o.name for o in outcomes if o.status in ("done", "skipped")}
     names, synonyms = class_entries(classes)

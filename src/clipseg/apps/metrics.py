@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInputError, describe
+from ..errors import InvalidInputError, describe
 
 #: Ground-truth value that marks pixels excluded from evaluation (mmseg / the peers' convention).
 IGNORE_INDEX = 255

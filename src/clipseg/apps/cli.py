@@ -5,8 +5,8 @@ Subcommands::
     clipseg segment IMAGE... --classes "road; street, building, tree" -o OUT/
     clipseg batch DIR --classes-file classes.txt -o OUT/      # recursive, resumable
     clipseg models                                            # registry keys
-    clipseg demo -o OUT/                                      # synthetic demo (clipseg.demo)
-    clipseg evaluate ... / clipseg calibrate ...              # clipseg.evaluate / .calibrate
+    clipseg demo -o OUT/                                      # synthetic demo (clipseg.apps.demo)
+    clipseg evaluate ... / clipseg calibrate ...              # clipseg.apps.evaluate / .calibrate
 
 The options of the method are not listed here by hand: one flag per field of
 :class:`clipseg.config.SegmentConfig` is generated from ``SegmentConfig.flat_fields()``
@@ -28,8 +28,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from .config import DSI_MODES, PRECISIONS, PROMPT_SETS, READOUTS, SegmentConfig
-from .errors import ClipSegError, InvalidConfigError, InvalidInputError
+from ..config import DSI_MODES, PRECISIONS, PROMPT_SETS, READOUTS, SegmentConfig
+from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -195,7 +195,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``clipseg`` parser (subcommands included)."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="clipseg", description="Training-free open-vocabulary semantic segmentation "
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     for name in ("evaluate", "calibrate"):
-        module = _optional_module(f"clipseg.{name}")
+        module = _optional_module(f"clipseg.apps.{name}")
         hook = getattr(module, "add_subparser", None) if module is not None else None
         if callable(hook):
             hook(sub)
@@ -280,7 +280,7 @@ def register_model_configs(paths: Sequence[Path]) -> list[str]:
 
 
 def _read_classes(args: argparse.Namespace) -> list[Any]:
-    from .text import parse_classes
+    from ..text import parse_classes
 
     if args.classes_file is not None:
         try:
@@ -331,7 +331,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import get_entry, list_models
+    from ..models import get_entry, list_models
 
     register_model_configs(args.model_config)
     for name in list_models():
@@ -342,9 +342,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    module = _optional_module("clipseg.demo")
+    module = _optional_module("clipseg.apps.demo")
     if module is None or not hasattr(module, "run_demo"):
-        print("clipseg demo: this build has no clipseg.demo module (run_demo); nothing was run.",
+        print("clipseg demo: this build has no clipseg.apps.demo module (run_demo); nothing was run.",
               file=sys.stderr)
         return EXIT_USAGE
     result = module.run_demo(args.output, seed=args.seed, method=args.method)

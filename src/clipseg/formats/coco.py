@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, describe
+from ..errors import InvalidInputError, describe
 from .io import atomic_write_text
 
 #: Columns read at once by :func:`label_rles` (bounded by about this many pixels).
