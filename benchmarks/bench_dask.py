@@ -55,7 +55,7 @@ def main() -> None:
             Image.fromarray(img).save(folder / "in" / f"{i:03d}.png")
         common = ["batch", str(folder / "in"), "--classes", CLASSES, "--model", name,
                   "--checkpoint", str(weights), "--model-config", str(cfg), "--device", "cpu",
-                  "--short-side", "none", "--no-coco", "--quiet"]
+                  "--short-side", "0", "--no-coco", "--quiet"]
 
         start = time.perf_counter()
         code = clipseg(common + ["-o", str(folder / "serial")])

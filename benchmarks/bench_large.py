@@ -117,7 +117,7 @@ def run_size(size: int, folder: Path, model: tuple[Path, Path, str], tile: int,
     cfg, weights, name = model
     argv = [str(threads), "segment", str(image), "--classes", CLASSES, "-o",
             str(folder / f"out{size}"), "--model", name, "--checkpoint", str(weights),
-            "--model-config", str(cfg), "--device", "cpu", "--short-side", "none",
+            "--model-config", str(cfg), "--device", "cpu", "--short-side", "0",
             "--crop", "64", "--stride", "48", "--batch-size", "64", "--tile-size", str(tile),
             "--no-coco", "--quiet"]
     proc = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True,

@@ -1,53 +1,31 @@
-"""Write docs/options.md from the configuration dataclasses (their defaults and docstrings).
+"""Write docs/options.md from the option declarations (clipseg.config.option_specs).
 
 Run: .venv/bin/python scripts/gen_options_doc.py   (a test fails when the page is stale)
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import re
 import sys
 from pathlib import Path
 
 from clipseg import config as C
 
-GROUPS = [
-    ("Model", C.ModelConfig, "model"),
-    ("Readout (the method)", C.ReadoutConfig, "readout"),
-    ("Windows", C.WindowConfig, "window"),
-    ("Labels", C.LabelConfig, "labels"),
-    ("Refinement (PAMR)", C.RefineConfig, "refine"),
-]
+TITLES = {"model": "Model", "readout": "Readout (the method)", "window": "Windows",
+          "labels": "Labels", "refine": "Refinement (PAMR)"}
+WIDGET = {"main": "main form", "advanced": "Advanced", "hidden": "—"}
 
 
-def _param_docs(cls: type) -> dict[str, str]:
-    doc = inspect.getdoc(cls) or ""
-    if "Parameters" not in doc:
-        return {}
-    body = doc.split("Parameters", 1)[1].split("\n", 2)[2]
-    out: dict[str, str] = {}
-    names: list[str] = []
-    for line in body.splitlines():
-        head = re.match(r"^([a-z_][a-z_0-9, ]*) : (.*)$", line)
-        if head:
-            names = [n.strip() for n in head.group(1).split(",")]
-            for n in names:
-                out[n] = ""
-            typ = head.group(2).strip()
-            if typ.startswith("{"):
-                for n in names:
-                    out[n] = f"one of {typ}. "
-        elif line.startswith("    ") and names:
-            for n in names:
-                out[n] += line.strip() + " "
-    return {k: _markdown(v.strip()) for k, v in out.items()}
+def _default(spec: C.OptionSpec) -> str:
+    if spec.default is None:
+        return f"*{spec.none}*" if spec.none else "`None`"
+    if spec.kind == "ints":
+        return "`" + " ".join(str(v) for v in spec.default) + "`"
+    if spec.kind == "mapping":
+        return "none"
+    return f"`{spec.default!r}`"
 
 
-def _markdown(text: str) -> str:
-    """numpydoc/rst inline markup to Markdown."""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)
-    return text.replace("``", "`")
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def render() -> str:
@@ -56,21 +34,28 @@ def render() -> str:
         "",
         "Every option of a run, with its default. The same names are used by the widget, the",
         "`clipseg` command (`--name value`, underscores as dashes) and Python",
-        "(`SegmentConfig().replace(name=value)`), and are stored in each result's JSON sidecar.",
-        "`None` in a model-dependent field means the model's registry value.",
+        "(`SegmentConfig().replace(name=value)`), and are stored in each result's JSON sidecar",
+        "(resolved: the model's values filled in). An option whose default is in *italics* takes",
+        "the model's registry value unless given (`none` on the command line asks for it again).",
         "",
-        "*Generated from `src/clipseg/config.py` by `scripts/gen_options_doc.py`; do not edit.*",
+        "*Generated from the declarations in `src/clipseg/config.py` by",
+        "`scripts/gen_options_doc.py`; do not edit.*",
         "",
         f"Readouts: {', '.join(f'`{r}`' for r in C.READOUTS)} (see [method](method.md)).",
         "",
     ]
-    for title, cls, group in GROUPS:
-        docs = _param_docs(cls)
-        lines += [f"## {title}", "", "| option | default | what it does |", "|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            text = docs.get(f.name, "").replace("|", "\\|")
-            lines.append(f"| `{f.name}` | `{default!r}` | {text} |")
+    specs = list(C.option_specs().values())
+    for group, title in TITLES.items():
+        lines += [f"## {title}", "",
+                  "| option | flag | default | allowed | widget | what it does |",
+                  "|---|---|---|---|---|---|"]
+        for spec in (s for s in specs if s.group == group):
+            allowed = spec.describe_range() + (f" {spec.unit}" if spec.unit else "")
+            if spec.kind == "bool":
+                allowed = "on / off"
+            lines.append(f"| `{spec.name}` | `{spec.flag}` | {_default(spec)} | "
+                         f"{_cell(allowed.strip())} | {WIDGET[spec.widget]} | "
+                         f"{_cell(spec.help)} |")
         lines.append("")
     return "\n".join(lines)
 

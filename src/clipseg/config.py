@@ -1,20 +1,33 @@
-"""Validated, frozen configuration.
+"""Validated, frozen configuration: every option of a run, declared once.
 
-Every option of the method lives here, once. The widget's fields, the CLI's flags and the JSON
-sidecar written next to each label image all map onto these fields by name (see
-:meth:`SegmentConfig.to_flat` / :meth:`SegmentConfig.from_flat`), so a new option is added in one
-place. Field names follow ``METHOD.md`` (``middle_layer`` counted from 1, ``tau``, ``eps``,
-``min_samples``, ``dsi_layers``).
+Each option is a field of one of the group dataclasses below, declared with :func:`option`: its
+default, help text, choices, bounds, unit, what ``None`` means and where the widget shows it
+live in the field's ``metadata``. Everything else is generated from that one declaration:
 
-``None`` in a model-dependent field (``middle_layer``, ``crop``, ``stride``, ``logit_scale``)
-means "take the value of the model's registry entry" (:mod:`clipseg.models.registry`).
+- validation (:func:`validate_fields`, called by each group's ``__post_init__``);
+- the ``clipseg`` command's flags (:func:`clipseg.apps.cli.add_config_arguments`);
+- ``docs/options.md`` (``scripts/gen_options_doc.py``; a test keeps it current);
+- the napari widget's settings form (``napari_clipseg.options_form``, with magicgui).
+
+:func:`option_specs` is the reflection the generators read. Field names follow ``METHOD.md``
+(``middle_layer`` counted from 1, ``tau``, ``eps``, ``min_samples``, ``dsi_layers``), and the flat
+names (one namespace for all groups) are also the keys of the JSON sidecar written next to each
+label image (:meth:`SegmentConfig.to_flat` / :meth:`SegmentConfig.from_flat`).
+
+``None`` in a model-dependent field (``middle_layer``, ``crop``, ``stride``, ``short_side``,
+``logit_scale``) means "take the value of the model's registry entry";
+:func:`clipseg.resolve.resolve_config` fills them in, and every caller goes through it.
+
+This module imports nothing heavy (no torch), so the command line can parse and check options
+before loading anything.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Mapping
 
 from .errors import InvalidConfigError
 
@@ -41,204 +54,344 @@ PROMPT_SETS: tuple[str, ...] = ("imagenet80", "imagenet7", "name")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
+#: Where the widget shows an option: in the main form, under "Advanced", or not at all (the
+#: panel has its own control for it, or it is for scripts and the command line only).
+WIDGET_PLACES: tuple[str, ...] = ("main", "advanced", "hidden")
 
+
+# --------------------------------------------------------------------------------------------
+# declaring an option
+# --------------------------------------------------------------------------------------------
+def option(default: Any = MISSING, *, help: str, label: str | None = None,
+           choices: tuple[str, ...] | None = None, low: float | None = None,
+           high: float | None = None, low_open: bool = False, unit: str | None = None,
+           none: str | None = None, widget: str = "advanced", step: float | None = None,
+           check: Callable[[str, Any], None] | None = None,
+           default_factory: Any = MISSING) -> Any:
+    """Declare a configuration field with everything the generators need.
+
+    Parameters
+    ----------
+    default, default_factory
+        As for :func:`dataclasses.field`.
+    help : str
+        One or two sentences in the user's words: the CLI's help, the docs' description and the
+        widget's tooltip. The first sentence must stand alone (it is the short form).
+    label : str or None
+        Name shown in the widget (default: the field name with spaces).
+    choices : tuple of str or None
+        Allowed values of a text option.
+    low, high : float or None
+        Bounds of a number (``low`` exclusive when ``low_open``).
+    unit : str or None
+        Unit of a number ("px", "windows"...), shown in help and docs.
+    none : str or None
+        What ``None`` means for this option ("the model's value"); None makes ``None`` invalid
+        unless the field's type allows it.
+    widget : {"main", "advanced", "hidden"}
+        Where the napari widget shows it.
+    step : float or None
+        The widget's step for a number.
+    check : callable or None
+        Extra validation ``check(name, value)`` raising :class:`InvalidConfigError`.
+    """
+    if widget not in WIDGET_PLACES:
+        raise ValueError(f"option widget: expected one of {WIDGET_PLACES}, got {widget!r}")
+    metadata = {"help": help, "label": label, "choices": choices, "low": low, "high": high,
+                "low_open": low_open, "unit": unit, "none": none, "widget": widget,
+                "step": step, "check": check}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What one declared option is, read from its field (see :func:`option_specs`).
+
+    ``kind`` is one of ``bool``, ``int``, ``float``, ``str``, ``ints`` (a tuple of integers) and
+    ``mapping`` (class name to number); ``optional`` says whether ``None`` is allowed.
+    """
+
+    name: str
+    group: str
+    kind: str
+    optional: bool
+    default: Any
+    help: str
+    label: str
+    choices: tuple[str, ...] | None
+    low: float | None
+    high: float | None
+    low_open: bool
+    unit: str | None
+    none: str | None
+    widget: str
+    step: float | None
+
+    @property
+    def short_help(self) -> str:
+        """The first sentence of the help text, without its full stop."""
+        return self.help.split(". ")[0].rstrip(".")
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: ``--middle-layer``."""
+        return "--" + self.name.replace("_", "-")
+
+    def describe_range(self) -> str:
+        """``"one of a, b"``, ``"> 0"``, ``"1 .. 64"`` or ``""``, for help and docs."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}, <= {self.high:g}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"<= {self.high:g}"
+        return ""
+
+
+def _kind(hint: Any) -> tuple[str, bool]:
+    """(kind, optional) of a field's resolved type hint."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else hint
+    if hint in (bool, int, float, str):
+        return hint.__name__, optional
+    origin, inner = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and inner[:1] == (int,):
+        return "ints", optional
+    if origin is tuple and inner and typing.get_origin(inner[0]) is tuple:
+        return "mapping", optional
+    raise TypeError(f"option type {hint!r} is not one the generators know")
+
+
+def _specs_of(cls: type, group: str) -> list[OptionSpec]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with option()")
+        kind, optional = _kind(hints[f.name])
+        default = f.default if f.default is not MISSING else f.default_factory()
+        out.append(OptionSpec(
+            name=f.name, group=group, kind=kind, optional=optional, default=default,
+            help=meta["help"], label=meta["label"] or f.name.replace("_", " "),
+            choices=meta["choices"], low=meta["low"], high=meta["high"],
+            low_open=meta["low_open"], unit=meta["unit"], none=meta["none"],
+            widget=meta["widget"], step=meta["step"]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# validation, generated from the declarations
+# --------------------------------------------------------------------------------------------
 def _fail(name: str, expected: str, got: Any) -> None:
     raise InvalidConfigError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, allow_none: bool = False) -> None:
+                  low_open: bool = False, allow_none: bool = False, integer: bool = False
+                  ) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(name, "a finite number" + (" or None" if allow_none else ""), value)
+    what = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+            or not math.isfinite(value):
+        _fail(name, what + (" or None" if allow_none else ""), value)
+    noun = "an integer" if integer else "a number"
     if low is not None and (value <= low if low_open else value < low):
-        _fail(name, f"a number {'>' if low_open else '>='} {low}", value)
+        _fail(name, f"{noun} {'>' if low_open else '>='} {low}", value)
     if high is not None and value > high:
-        _fail(name, f"a number <= {high}", value)
+        _fail(name, f"{noun} <= {high}", value)
 
 
-def _check_int(name: str, value: Any, *, low: int | None = None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(name, "an integer" + (" or None" if allow_none else ""), value)
-    if low is not None and value < low:
-        _fail(name, f"an integer >= {low}", value)
+def validate_fields(obj: Any) -> None:
+    """Check every field of a config dataclass against its declaration (type, choices, bounds,
+    extra ``check``). Called from each group's ``__post_init__``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        name, value, meta = f.name, getattr(obj, f.name), f.metadata
+        kind, optional = _kind(hints[name])
+        if value is None:
+            if not optional:
+                _fail(name, _expected_kind(kind, meta), value)
+            continue
+        if kind == "bool":
+            if not isinstance(value, bool):
+                _fail(name, "True or False", value)
+        elif kind in ("int", "float"):
+            _check_number(name, value, low=meta["low"], high=meta["high"],
+                          low_open=meta["low_open"], allow_none=optional,
+                          integer=kind == "int")
+        elif kind == "str":
+            if meta["choices"] and meta["check"] is None:
+                if value not in meta["choices"]:
+                    _fail(name, f"one of {', '.join(meta['choices'])}", value)
+            elif not isinstance(value, str) or not value.strip():
+                _fail(name, _expected_kind(kind, meta) + (" or None" if optional else ""),
+                      value)
+        if meta["check"] is not None:
+            meta["check"](name, value)
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(name, f"one of {', '.join(choices)}", value)
+def _expected_kind(kind: str, meta: Mapping[str, Any]) -> str:
+    if meta.get("choices"):
+        return f"one of {', '.join(meta['choices'])}"
+    return {"bool": "True or False", "int": "an integer", "float": "a finite number",
+            "str": "a non-empty text", "ints": "a sequence of integers",
+            "mapping": "a mapping of class name to number"}[kind]
 
 
+def _check_device(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not (value in DEVICES or (
+            value.startswith("cuda:") and value[5:].isdigit())):
+        _fail(name, f"one of {', '.join(DEVICES)} or 'cuda:N'", value)
+
+
+def _check_positive_ints(name: str, value: Any) -> None:
+    if isinstance(value, (int, str)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value) \
+            or len(tuple(value)) == 0:
+        _fail(name, "a non-empty sequence of positive integers", value)
+
+
+def _check_short_side(name: str, value: Any) -> None:
+    if value != 0 and value < 16:
+        _fail(name, "0 (keep the original size) or an integer >= 16", value)
+
+
+# --------------------------------------------------------------------------------------------
+# the groups
+# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which CLIP to load and where to run it.
+    """Which CLIP to load and where to run it (options: ``docs/options.md``)."""
 
-    Parameters
-    ----------
-    model : str
-        A registry key (``"ViT-B-16/openai"``, see :func:`clipseg.models.list_models`) or any
-        open_clip ``"ARCH/TAG"`` or architecture name.
-    pretrained : str or None
-        Override the pretrained tag of the registry entry (``"laion400m_e32"``).
-    checkpoint : str or None
-        Path of a local weights file (``.safetensors``, or a ``torch.save`` file that loads with
-        ``weights_only=True``). Takes precedence over ``pretrained``.
-    device : {"auto", "cpu", "cuda", "mps"} or "cuda:N"
-    precision : {"auto", "fp32", "fp16", "bf16"}
-        ``auto`` = fp16 autocast on CUDA, fp32 elsewhere.
-    cache_dir : str or None
-        Where open_clip keeps downloaded weights (default: its own cache).
-    """
-
-    model: str = "ViT-B-16/openai"
-    pretrained: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    cache_dir: str | None = None
+    model: str = option(
+        "ViT-B-16/openai", widget="hidden",
+        help="The CLIP to use: a registry name (see `clipseg models`), an open_clip "
+             "ARCH/TAG or architecture name, or an hf-hub: name.")
+    pretrained: str | None = option(
+        None, widget="hidden", none="the registry entry's tag",
+        help="Pretrained tag that replaces the registry entry's (e.g. laion400m_e32).")
+    checkpoint: str | None = option(
+        None, widget="hidden", none="the registry's weights",
+        help="Local weights file for the chosen architecture (.safetensors, or a torch.save "
+             "file that loads with weights_only). Takes precedence over the pretrained tag.")
+    device: str = option(
+        "auto", widget="hidden", choices=DEVICES, check=_check_device,
+        help="Where to run: auto picks CUDA, then MPS, then the CPU; cuda:N picks a GPU.")
+    precision: str = option(
+        "auto", choices=PRECISIONS,
+        help="Number format of the forward pass. auto = fp16 autocast on CUDA, fp32 "
+             "elsewhere.")
+    cache_dir: str | None = option(
+        None, widget="hidden", none="open_clip's own cache",
+        help="Folder where open_clip keeps downloaded weights.")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            _fail("model", "a non-empty model name", self.model)
-        if self.pretrained is not None and (not isinstance(self.pretrained, str)
-                                            or not self.pretrained.strip()):
-            _fail("pretrained", "a pretrained tag or None", self.pretrained)
-        if self.checkpoint is not None and (not isinstance(self.checkpoint, str)
-                                            or not self.checkpoint.strip()):
-            _fail("checkpoint", "a file path or None", self.checkpoint)
-        dev = self.device
-        if not isinstance(dev, str) or not (dev in DEVICES or (dev.startswith("cuda:")
-                                                              and dev[5:].isdigit())):
-            _fail("device", f"one of {', '.join(DEVICES)} or 'cuda:N'", dev)
-        _check_choice("precision", self.precision, PRECISIONS)
+        validate_fields(self)
 
 
 @dataclass(frozen=True)
 class ReadoutConfig:
-    """How the last block is re-formed into dense embeddings (METHOD.md).
+    """How the last block is re-formed into dense embeddings (``METHOD.md``)."""
 
-    Parameters
-    ----------
-    method : str
-        One of :data:`READOUTS`.
-    middle_layer : int or None
-        Block M whose keys build CRA's attention, counted from 1. None: the registry's value
-        (or ``ceil(L / 2)`` for a model without an entry).
-    tau : float
-        Temperature multiplying ``k_M k_M^T + G(k_M)`` (paper: 6).
-    eps : float
-        Cosine-distance radius of the relation term G (paper: 0.75); also G's weight.
-    min_samples : int
-        DBSCAN's ``min_samples`` for G, the point itself included (open choice; default 1 makes
-        clusters the connected components of the ``d < eps`` graph).
-    relation : bool
-        Add the relation term G (CRA); ``False`` gives the ``kk_middle`` ablation.
-    dsi_layers : int
-        How many value tensors DSI combines: 1 = ``v_L`` alone, 3 = ``v_L`` plus the two blocks
-        before it (paper's l = -3).
-    dsi_mode : {"value_mean", "embedding_mean"}
-        Combine DSI's values before attention (mean of value tensors; default) or average the
-        final normalised embeddings of each value source.
-    cls_in_attention : bool
-        Whether the class token takes part in CRA's attention (open choice; default no).
-    attn_scale : float or None
-        Scale ``s`` of the baselines' self-self attention; None = ``head_dim ** -0.5``.
-    naclip_std : float
-        Std of NACLIP's Gaussian neighbourhood window, in patches (5).
-    """
-
-    method: str = "clipseg"
-    middle_layer: int | None = None
-    tau: float = 6.0
-    eps: float = 0.75
-    min_samples: int = 1
-    relation: bool = True
-    dsi_layers: int = 3
-    dsi_mode: str = "value_mean"
-    cls_in_attention: bool = False
-    attn_scale: float | None = None
-    naclip_std: float = 5.0
+    method: str = option(
+        "clipseg", widget="main", label="readout", choices=READOUTS,
+        help="How dense features are read from CLIP: clipseg is the paper's CRA + DSI; the "
+             "others are baselines for comparison.")
+    middle_layer: int | None = option(
+        None, low=1, none="the model's value",
+        help="Block M (counted from 1) whose keys build CRA's attention. None takes the "
+             "registry's value, or ceil(L / 2) for a model without an entry.")
+    tau: float = option(
+        6.0, low=0.0, low_open=True, step=0.5,
+        help="Temperature multiplying k_M k_M^T + G(k_M) in CRA (paper: 6).")
+    eps: float = option(
+        0.75, low=0.0, high=2.0, low_open=True, step=0.05,
+        help="Cosine-distance radius of the relation term G (paper: 0.75); also G's weight.")
+    min_samples: int = option(
+        1, low=1,
+        help="DBSCAN's min_samples for G, the point itself included. 1 makes clusters the "
+             "connected components of the d < eps graph (an open choice of the paper).")
+    relation: bool = option(
+        True, help="Add the relation term G (CRA). Off gives the kk_middle ablation.")
+    dsi_layers: int = option(
+        3, low=1,
+        help="How many value tensors DSI combines: 1 = v_L alone, 3 = v_L and the two blocks "
+             "before it (the paper's l = -3).")
+    dsi_mode: str = option(
+        "value_mean", choices=DSI_MODES,
+        help="Combine DSI's values before attention (value_mean) or average the final "
+             "embeddings of each value source (embedding_mean).")
+    cls_in_attention: bool = option(
+        False, help="Let the class token take part in CRA's attention (an open choice).")
+    attn_scale: float | None = option(
+        None, low=0.0, low_open=True, none="head_dim ** -0.5",
+        help="Scale s of the baselines' self-self attention.")
+    naclip_std: float = option(
+        5.0, low=0.0, low_open=True, unit="patches",
+        help="Standard deviation of NACLIP's Gaussian neighbourhood window.")
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, READOUTS)
-        _check_int("middle_layer", self.middle_layer, low=1, allow_none=True)
-        _check_number("tau", self.tau, low=0.0, low_open=True)
-        _check_number("eps", self.eps, low=0.0, high=2.0, low_open=True)
-        _check_int("min_samples", self.min_samples, low=1)
-        if not isinstance(self.relation, bool):
-            _fail("relation", "True or False", self.relation)
-        _check_int("dsi_layers", self.dsi_layers, low=1)
-        _check_choice("dsi_mode", self.dsi_mode, DSI_MODES)
-        if not isinstance(self.cls_in_attention, bool):
-            _fail("cls_in_attention", "True or False", self.cls_in_attention)
-        _check_number("attn_scale", self.attn_scale, low=0.0, low_open=True, allow_none=True)
-        _check_number("naclip_std", self.naclip_std, low=0.0, low_open=True)
+        validate_fields(self)
 
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """Resize and sliding-window geometry.
+    """Resize and sliding-window geometry."""
 
-    Parameters
-    ----------
-    short_side : int or None
-        Resize so the image's short side has this many pixels before windowing (448); None
-        keeps the original size.
-    crop, stride : int or None
-        Window size and step in resized pixels. None: the registry's values (224 / 112 for
-        /16 models).
-    batch_size : int
-        Windows per forward pass (and per progress step).
-    """
-
-    short_side: int | None = 448
-    crop: int | None = None
-    stride: int | None = None
-    batch_size: int = 8
+    short_side: int | None = option(
+        None, low=0, unit="px", check=_check_short_side, step=32,
+        none="the model's value (448 for the paper's models)",
+        help="Resize the image so its short side has this many pixels before windowing. "
+             "0 keeps the original size (and lets large images be tiled).")
+    crop: int | None = option(
+        None, low=16, unit="px", none="the model's value (224 for /16 models)", step=16,
+        label="window",
+        help="Sliding-window size, in resized pixels.")
+    stride: int | None = option(
+        None, low=1, unit="px", none="the model's value (112 for /16 models)", step=16,
+        help="Step between windows, in resized pixels; at most the window size.")
+    batch_size: int = option(
+        8, low=1, high=4096, unit="windows", label="windows per batch",
+        help="Windows per forward pass (and per progress step). Halved automatically when "
+             "memory runs out.")
 
     def __post_init__(self) -> None:
-        _check_int("short_side", self.short_side, low=16, allow_none=True)
-        _check_int("crop", self.crop, low=16, allow_none=True)
-        _check_int("stride", self.stride, low=1, allow_none=True)
+        validate_fields(self)
         if self.crop is not None and self.stride is not None and self.stride > self.crop:
             _fail("stride", f"at most crop ({self.crop}) so windows cover the image", self.stride)
-        _check_int("batch_size", self.batch_size, low=1)
 
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """From cosine logits to a label image.
+    """From cosine logits to a label image: label 0 is *unlabeled*, class k gets k + 1."""
 
-    Label 0 means *unlabeled*; class k (in the order given) gets label k + 1.
-
-    Parameters
-    ----------
-    logit_scale : float or None
-        Multiplies cosine similarities before the softmax over classes (40; ClearCLIP uses 50).
-        None: the registry's value.
-    threshold : float
-        Pixels whose top class probability is below this get label 0 (0 = label every pixel).
-    class_thresholds : mapping of class name to float
-        Per-class overrides of ``threshold`` (stored as a sorted tuple of pairs so the config
-        stays hashable).
-    prompts : {"imagenet80", "imagenet7", "name"}
-        Templates each class name is put into before text encoding: ``imagenet80`` = CLIP's 80
-        ImageNet prompts (open_clip's ``OPENAI_IMAGENET_TEMPLATES``; the paper's protocol),
-        ``imagenet7`` = CLIP's 7-prompt subset (``SIMPLE_IMAGENET_TEMPLATES``; about 11 times
-        less text encoding, which matters on a CPU), ``name`` = the bare name.
-    """
-
-    logit_scale: float | None = None
-    threshold: float = 0.0
-    class_thresholds: tuple[tuple[str, float], ...] = ()
-    prompts: str = "imagenet80"
+    logit_scale: float | None = option(
+        None, low=0.0, low_open=True, none="the model's value (40)",
+        help="Multiplies cosine similarities before the softmax over classes (40; ClearCLIP "
+             "uses 50).")
+    threshold: float = option(
+        0.0, low=0.0, high=1.0, widget="main", label="unlabeled below", step=0.05,
+        help="Pixels whose best class probability is below this stay unlabeled (0 labels "
+             "every pixel).")
+    class_thresholds: tuple[tuple[str, float], ...] = option(
+        (), widget="hidden",
+        help="Per-class overrides of threshold, as NAME=VALUE pairs.")
+    prompts: str = option(
+        "imagenet80", widget="main", choices=PROMPT_SETS,
+        help="Sentences each class name is put into before text encoding: imagenet80 = "
+             "CLIP's 80 ImageNet prompts (the paper's), imagenet7 = CLIP's 7 (about 11 times "
+             "less text work on a CPU), name = the bare name.")
 
     def __post_init__(self) -> None:
-        _check_number("logit_scale", self.logit_scale, low=0.0, low_open=True, allow_none=True)
-        _check_number("threshold", self.threshold, low=0.0, high=1.0)
         ct = self.class_thresholds
         if isinstance(ct, Mapping):
             ct = tuple(sorted(ct.items()))
@@ -251,7 +404,7 @@ class LabelConfig:
                 _fail("class_thresholds", "non-empty class names", name)
             _check_number(f"class_thresholds[{name!r}]", value, low=0.0, high=1.0)
         object.__setattr__(self, "class_thresholds", tuple(sorted((k, float(v)) for k, v in ct)))
-        _check_choice("prompts", self.prompts, PROMPT_SETS)
+        validate_fields(self)
 
     def threshold_for(self, name: str) -> float:
         """Threshold that applies to class ``name`` (its override, else ``threshold``)."""
@@ -260,36 +413,27 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """PAMR post-processing (Araslanov & Roth 2020).
+    """PAMR post-processing (Araslanov & Roth 2020)."""
 
-    Parameters
-    ----------
-    pamr : bool
-        Refine the stitched logits with PAMR.
-    pamr_dilations : tuple of int
-        Dilations of the 3x3 neighbourhoods ((8, 16); TCL uses (1, 2, 4, 8, 12, 24)).
-    pamr_iterations : int
-        Propagation steps (10).
-    pamr_tile : int
-        Core tile side in pixels; each tile is padded by a halo of
-        ``pamr_iterations * max(pamr_dilations)`` so tiling does not change the result.
-    """
-
-    pamr: bool = False
-    pamr_dilations: tuple[int, ...] = (8, 16)
-    pamr_iterations: int = 10
-    pamr_tile: int = 512
+    pamr: bool = option(
+        False, widget="main", label="PAMR refinement",
+        help="Refine the result with PAMR (pixel-adaptive mask refinement): edges follow the "
+             "image more closely; slower.")
+    pamr_dilations: tuple[int, ...] = option(
+        (8, 16), check=_check_positive_ints, unit="px",
+        help="Dilations of PAMR's 3x3 neighbourhoods ((8, 16); TCL uses 1 2 4 8 12 24).")
+    pamr_iterations: int = option(
+        10, low=1, help="PAMR's propagation steps.")
+    pamr_tile: int = option(
+        512, low=16, unit="px",
+        help="Core tile side of PAMR; each tile is padded by a halo of iterations x the "
+             "largest dilation, so tiling does not change the result.")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pamr, bool):
-            _fail("pamr", "True or False", self.pamr)
         dil = self.pamr_dilations
-        if isinstance(dil, int) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                           and d >= 1 for d in dil) or len(tuple(dil)) == 0:
-            _fail("pamr_dilations", "a non-empty sequence of positive integers", dil)
+        _check_positive_ints("pamr_dilations", dil)
         object.__setattr__(self, "pamr_dilations", tuple(dil))
-        _check_int("pamr_iterations", self.pamr_iterations, low=1)
-        _check_int("pamr_tile", self.pamr_tile, low=16)
+        validate_fields(self)
 
 
 _GROUPS = {
@@ -362,3 +506,13 @@ class SegmentConfig:
             per_group.setdefault(group, {})[key] = value
         changes = {g: dataclasses.replace(getattr(self, g), **kv) for g, kv in per_group.items()}
         return dataclasses.replace(self, **changes)
+
+
+def option_specs() -> dict[str, OptionSpec]:
+    """Every declared option by flat name, in group order (model, readout, window, labels,
+    refine): what the CLI, the docs and the widget are generated from."""
+    out: dict[str, OptionSpec] = {}
+    for group, cls in _GROUPS.items():
+        for spec in _specs_of(cls, group):
+            out[spec.name] = spec
+    return out

@@ -12,7 +12,6 @@ any text embeddings later (cosine similarity = dot product, both being unit leng
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -20,15 +19,11 @@ import torch.nn.functional as F
 
 from .config import ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError, describe
+from .models.registry import default_middle_layer
 from .models.vit import VisionTower
 from .readouts import BlockInputs, dsi_blocks, needs_middle_keys, readout_tokens
 
 __all__ = ["DenseEncoder", "dense_embeddings", "default_middle_layer"]
-
-
-def default_middle_layer(num_layers: int) -> int:
-    """``ceil(L / 2)``: the middle layer used when neither the caller nor a registry gives one."""
-    return max(1, math.ceil(num_layers / 2))
 
 
 class DenseEncoder:

@@ -29,7 +29,9 @@ from .generators import drain, relay
 from .image import to_pixels, validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
+from .models.vit import VisionTower
 from .refine import pamr
+from .resolve import resolve_config
 from .results import Progress, SegmentationResult, WindowEmbeddings
 from .text import ClassSpec, TextEncoder, class_logits, parse_classes, prompt_templates
 from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
@@ -56,6 +58,11 @@ def _image01(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image.astype(np.float32) / np.float32(255.0)
     return image.astype(np.float32, copy=False)
+
+
+def _tower_depth(model: nn.Module) -> int:
+    """Number of blocks of the model's vision tower (raises if the tower cannot be read)."""
+    return VisionTower.from_model(model).num_layers
 
 
 def _image_digest(image: np.ndarray) -> str:
@@ -97,6 +104,7 @@ class Segmenter:
         self._text: dict[str, TextEncoder] = {}  # one per prompt set, each with its cache
         self._encoder: DenseEncoder | None = None
         self._cache: _Cache | None = None
+        self._resolved: SegmentConfig | None = None
 
     # -- model and resolved options ----------------------------------------------------------
     @property
@@ -125,24 +133,18 @@ class Segmenter:
 
     @property
     def resolved_config(self) -> SegmentConfig:
-        """``config`` with the model's registry defaults filled in."""
-        cfg, entry = self.config, self.loaded.entry
-        window = dataclasses.replace(
-            cfg.window, crop=cfg.window.crop if cfg.window.crop is not None else entry.crop,
-            stride=cfg.window.stride if cfg.window.stride is not None else entry.stride)
-        if window.stride > window.crop:
-            raise InvalidConfigError(f"stride: expected at most crop ({window.crop}) so windows "
-                                     f"cover the image, got {window.stride}")
-        middle = cfg.readout.middle_layer
-        readout = dataclasses.replace(
-            cfg.readout, middle_layer=entry.middle_layer if middle is None else middle)
-        return dataclasses.replace(cfg, readout=readout, window=window,
-                                   labels=self._resolve_labels(cfg.labels))
+        """``config`` with the model's registry defaults filled in
+        (:func:`clipseg.resolve.resolve_config`, checked against the tower's depth)."""
+        if self._resolved is None:
+            loaded = self.loaded
+            self._resolved = resolve_config(self.config, loaded.entry,
+                                            num_layers=_tower_depth(loaded.model))
+        return self._resolved
 
     def _resolve_labels(self, labels: LabelConfig) -> LabelConfig:
         if labels.logit_scale is not None:
             return labels
-        return dataclasses.replace(labels, logit_scale=self.loaded.entry.logit_scale)
+        return dataclasses.replace(labels, logit_scale=self.resolved_config.labels.logit_scale)
 
     @property
     def encoder(self) -> DenseEncoder:

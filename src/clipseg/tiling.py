@@ -32,6 +32,7 @@ def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int,
     height, width : int
         Original size in pixels.
     short_side : int or None
+        0 or None keeps the original size.
         Target length of the shorter side; None keeps the size.
 
     Returns
@@ -42,7 +43,7 @@ def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int,
     """
     height = _check_positive_int("height", height)
     width = _check_positive_int("width", width)
-    if short_side is None:
+    if short_side is None or short_side == 0:
         return height, width
     short_side = _check_positive_int("short_side", short_side)
     scale = short_side / min(height, width)
@@ -60,6 +61,7 @@ def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
     image : np.ndarray
         ``(H, W, C)`` array, any real dtype; values are not rescaled.
     short_side : int or None
+        0 or None keeps the original size.
         Target length of the shorter side; None returns the image unchanged (as float32).
 
     Returns

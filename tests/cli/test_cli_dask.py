@@ -33,7 +33,7 @@ def _inputs(root: Path) -> Path:
 
 def _args(src, out, model_args):
     args = list(model_args)
-    args[args.index("--short-side") + 1] = "none"
+    args[args.index("--short-side") + 1] = "0"
     return ["batch", str(src), "--classes", CLASSES, "-o", str(out), "--tile-size", "48",
             "--scores", *args]
 

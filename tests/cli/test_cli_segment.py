@@ -12,6 +12,7 @@ from clipseg.formats import coco, io
 from clipseg.apps.cli import EXIT_OK, EXIT_USAGE, main
 from clipseg.config import SegmentConfig
 from clipseg.pipeline import Segmenter
+from clipseg.resolve import resolve_config
 from clipseg.text import parse_classes
 from tests.cli.conftest import save, scene
 
@@ -35,7 +36,9 @@ def test_segment_writes_labels_sidecars_scores_and_coco(tmp_path, model_args, ti
         expected = reference.segment(scene(i), parse_classes(CLASSES))
         np.testing.assert_array_equal(labels, expected.labels)
         assert meta["classes"][0]["synonyms"] == ["red thing", "crimson blob"]
-        assert meta["config"] == config.to_flat()
+        # the sidecar records what ran: the model's defaults filled in
+        assert meta["config"] == resolve_config(config).to_flat()
+        assert meta["config"]["crop"] == 32 and meta["config"]["middle_layer"] == 2
         assert meta["image"]["shape"] == list(scene(i).shape[:2])
         assert meta["image"]["path"] == str(path.resolve())
         scores = tifffile.imread(out / meta["scores"])

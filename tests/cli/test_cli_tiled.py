@@ -20,7 +20,7 @@ PAMR = ["--pamr", "--pamr-dilations", "1", "2", "--pamr-iterations", "3"]
 
 def _native(model_args):
     args = list(model_args)
-    args[args.index("--short-side") + 1] = "none"
+    args[args.index("--short-side") + 1] = "0"
     return args
 
 
@@ -52,7 +52,7 @@ def test_tiled_probabilities_match_in_float32(tiny_files, pamr):
     """Same windows, same sums: measured max difference 1.2e-7 on CPU, with or without PAMR
     (windows are batched differently, which changes float rounding, not the result)."""
     image = scene(6, (50, 70))
-    config = SegmentConfig.from_flat(model=tiny_files["name"], device="cpu", short_side=None,
+    config = SegmentConfig.from_flat(model=tiny_files["name"], device="cpu", short_side=0,
                                      checkpoint=str(tiny_files["weights"]), pamr=pamr,
                                      pamr_dilations=(1, 3), pamr_iterations=2)
     classes = parse_classes(CLASSES)
@@ -73,7 +73,7 @@ def test_tiled_probabilities_match_in_float32(tiny_files, pamr):
 
 def test_segment_tile_keeps_the_core(tiny_files):
     image = scene(9, (40, 60))
-    config = SegmentConfig.from_flat(model=tiny_files["name"], device="cpu", short_side=None,
+    config = SegmentConfig.from_flat(model=tiny_files["name"], device="cpu", short_side=0,
                                      checkpoint=str(tiny_files["weights"]))
     seg, classes = Segmenter(config), parse_classes(CLASSES)
     tile = plan_tiles(40, 60, 16, 32, 16)[4]

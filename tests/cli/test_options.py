@@ -25,11 +25,11 @@ def test_no_flags_give_the_default_config():
 
 def test_flags_of_every_kind_parse_into_the_config():
     args = _parse("--tau", "5", "--no-relation", "--pamr", "--pamr-dilations", "1", "2",
-                  "--short-side", "none", "--crop", "64", "--stride", "32", "--method", "naclip",
+                  "--short-side", "0", "--crop", "64", "--stride", "32", "--method", "naclip",
                   "--class-thresholds", "a=0.3", "b c=0.5", "--middle-layer", "3",
                   "--checkpoint", "w.safetensors", "--device", "cpu")
     expected = SegmentConfig.from_flat(
-        tau=5.0, relation=False, pamr=True, pamr_dilations=(1, 2), short_side=None, crop=64,
+        tau=5.0, relation=False, pamr=True, pamr_dilations=(1, 2), short_side=0, crop=64,
         stride=32, method="naclip", class_thresholds={"a": 0.3, "b c": 0.5}, middle_layer=3,
         checkpoint="w.safetensors", device="cpu")
     assert config_from_args(args) == expected
@@ -57,7 +57,7 @@ def test_bad_values_exit_2_with_the_reason(tmp_path, capsys):
 
 
 def test_model_config_files_are_checked(tmp_path, tiny_model_name, capsys):
-    from clipseg.apps.cli import register_model_configs
+    from clipseg.models.arch_configs import register_model_configs
     from clipseg.errors import InvalidConfigError
     from tests.tiny_models import TINY_CONFIG
 

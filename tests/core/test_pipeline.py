@@ -34,7 +34,7 @@ def make(config, loaded, **kwargs) -> Segmenter:
 
 @pytest.fixture
 def config(tiny_model_name) -> SegmentConfig:
-    return SegmentConfig().replace(model=tiny_model_name, short_side=None, crop=32, stride=16,
+    return SegmentConfig().replace(model=tiny_model_name, short_side=0, crop=32, stride=16,
                                    batch_size=3)
 
 
@@ -222,7 +222,7 @@ def test_out_of_memory_halves_the_batch(tiny_clip, loaded, config, image):
 
 
 def test_module_level_segment(tiny_clip, tiny_model_name, image):
-    result = segment(image, ["cat", "dog"], model=tiny_clip, short_side=None, crop=32,
+    result = segment(image, ["cat", "dog"], model=tiny_clip, short_side=0, crop=32,
                      stride=16, threshold=0.9)
     assert result.labels.shape == (40, 58) and result.config.labels.threshold == 0.9
     assert (result.labels == 0).any()             # a high threshold leaves pixels unlabeled

@@ -40,5 +40,5 @@ def reference(tiny_loaded, image01: np.ndarray, classes: str, **options):
     from clipseg.config import SegmentConfig
     from clipseg.pipeline import Segmenter
 
-    flat = {"model": TINY, "device": "cpu", "short_side": None, "batch_size": 2, **options}
+    flat = {"model": TINY, "device": "cpu", "short_side": 0, "batch_size": 2, **options}
     return Segmenter(SegmentConfig.from_flat(flat), model=tiny_loaded).segment(image01, classes)

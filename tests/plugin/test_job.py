@@ -22,7 +22,7 @@ def session(tiny_loaded):
 
 def _request(image, classes=CLASSES, **options):
     layer = Image(image, contrast_limits=(0.0, 1.0), rgb=True)
-    flat = {"model": TINY, "device": "cpu", "short_side": None, "batch_size": 2, **options}
+    flat = {"model": TINY, "device": "cpu", "short_side": 0, "batch_size": 2, **options}
     source = image_source(layer, (0.0, 0.0))
     return JobRequest(source=source, planes=[()], classes=classes,
                       config=SegmentConfig.from_flat(flat))

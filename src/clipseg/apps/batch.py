@@ -27,6 +27,7 @@ import numpy as np
 
 from ..formats import io
 from ..errors import ClipSegError, InvalidInputError
+from ..resolve import resolve_config
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig
@@ -220,8 +221,8 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
 
 def wants_tiling(shape: tuple[int, int], config: SegmentConfig, options: RunOptions) -> bool:
-    """Tiled at native resolution: ``short_side`` None and a side above ``tile_size``."""
-    return (config.window.short_side is None and options.tile_size > 0
+    """Tiled at native resolution: ``short_side`` 0 (resolved) and a side above ``tile_size``."""
+    return (resolve_config(config).window.short_side == 0 and options.tile_size > 0
             and max(shape) > options.tile_size)
 
 
@@ -247,9 +248,10 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     with open_image(job.source, channels=options.channels,
                     contrast_limits=options.contrast_limits) as source:
         if wants_tiling(source.shape, config, options):
-            from .largeimage import plan_tiles, pamr_halo, segment_tile, window_geometry
+            from .largeimage import plan_tiles, pamr_halo, segment_tile
 
-            crop, stride = window_geometry(config)
+            window = resolve_config(config).window
+            crop, stride = window.crop, window.stride
             tiles = plan_tiles(*source.shape, options.tile_size, crop, stride, pamr_halo(config))
             segmenter = segmenter_for(config)
             source.contrast_limits()  # scan once, before the tiles
@@ -343,6 +345,7 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
              dask_scheduler: str | None = None, dask_local: int | None = None) -> Summary:
     """Run every job (serially, or over Dask), write the COCO JSON, return the summary."""
     start = time.perf_counter()
+    config = resolve_config(config)  # the model's defaults, once: the same in every worker
     run_hash = expected_hash(config, classes)
     if dask_scheduler or dask_local is not None:
         from .distributed import run_distributed

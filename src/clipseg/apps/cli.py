@@ -8,10 +8,12 @@ Subcommands::
     clipseg demo -o OUT/                                      # synthetic demo (clipseg.apps.demo)
     clipseg evaluate ... / clipseg calibrate ...              # clipseg.apps.evaluate / .calibrate
 
-The options of the method are not listed here by hand: one flag per field of
-:class:`clipseg.config.SegmentConfig` is generated from ``SegmentConfig.flat_fields()``
-(``--middle-layer``, ``--tau``, ``--pamr``/``--no-pamr``, ``--short-side none``...), with the
-field's documentation as help text, so flags, widget fields and sidecar keys stay one namespace.
+The options of the method are not listed here by hand: one flag per declared option of
+:class:`clipseg.config.SegmentConfig` is generated from its declaration
+(:mod:`clipseg.apps.cliopts`), so flags, widget fields, docs and sidecar keys stay one namespace.
+
+Parsing imports nothing heavy: ``clipseg --help``, ``clipseg CMD --help`` and argument errors
+answer before torch or open_clip are loaded; each command imports what it needs when it runs.
 
 Exit codes: 0 = every image done (or skipped as already complete); 1 = at least one image
 failed (the others are written; see the summary); 2 = nothing was run: bad command line,
@@ -21,125 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from ..config import DSI_MODES, PRECISIONS, PROMPT_SETS, READOUTS, SegmentConfig
+from ..config import READOUTS
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
+from .cliopts import _optional, add_config_arguments, config_from_args, load_options_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-_CHOICES = {"method": READOUTS, "dsi_mode": DSI_MODES, "precision": PRECISIONS,
-            "prompts": PROMPT_SETS}
-_NONE_WORDS = ("none", "null", "auto-none")
-
-
-# --------------------------------------------------------------------------------------------
-# config flags, generated from SegmentConfig
-# --------------------------------------------------------------------------------------------
-def _field_docs() -> dict[str, str]:
-    """First sentence of each field's numpydoc entry in the config classes."""
-    docs: dict[str, str] = {}
-    types: dict[str, str] = {}
-    groups = {group for group, _ in SegmentConfig.flat_fields().values()}
-    for group in groups:
-        cls = type(getattr(SegmentConfig(), group))
-        text = (cls.__doc__ or "").split("Parameters\n    ----------\n", 1)[-1]
-        current: list[str] = []
-        for line in text.splitlines():
-            head = re.match(r"^    ([a-z_, ]+) : (.*)$", line)
-            if head:
-                current = [n.strip() for n in head.group(1).split(",")]
-                for name in current:  # the type line stands in until a description comes
-                    types.setdefault(name, head.group(2).strip())
-            elif current and line.startswith("        "):
-                for name in current:
-                    docs[name] = (docs.get(name, "") + " " + line.strip()).strip()
-    out = {}
-    for key, value in {**types, **docs}.items():
-        value = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", value).replace("``", "")
-        out[key] = value.split(". ")[0].rstrip(".")
-    return out
-
-
-def _optional(convert: Any) -> Any:
-    def parse(text: str) -> Any:
-        return None if text.strip().lower() in _NONE_WORDS else convert(text)
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
-
-
-def _class_threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.rpartition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number after '=', got {value!r}") from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per ``SegmentConfig`` field (default: unset, i.e. the config's default)."""
-    docs = _field_docs()
-    defaults = SegmentConfig().to_flat()
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, (group, f) in SegmentConfig.flat_fields().items():
-        if group not in groups:
-            groups[group] = parser.add_argument_group(f"{group} options (SegmentConfig.{group})")
-        flag = "--" + name.replace("_", "-")
-        text = f"{docs.get(name, name)} (default: {defaults[name]!r})"
-        kwargs: dict[str, Any] = {"dest": f"cfg_{name}", "default": argparse.SUPPRESS,
-                                  "help": text.replace("%", "%%")}
-        ftype = str(f.type)
-        if ftype == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif name == "class_thresholds":
-            kwargs.update(type=_class_threshold, nargs="+", metavar="NAME=VALUE")
-        elif ftype.startswith("tuple[int"):
-            kwargs.update(type=int, nargs="+", metavar="N")
-        else:
-            base = {"str": str, "int": int, "float": float}[ftype.split(" |")[0]]
-            kwargs["type"] = _optional(base) if "None" in ftype else base
-            if name in _CHOICES:
-                kwargs["choices"] = _CHOICES[name]
-            kwargs["metavar"] = ("{" + ",".join(_CHOICES[name]) + "}" if name in _CHOICES
-                                 else base.__name__.upper() + ("|none" if "None" in ftype
-                                                               else ""))
-        groups[group].add_argument(flag, **kwargs)
-
-
-def config_from_args(args: argparse.Namespace) -> SegmentConfig:
-    """``--config FILE`` (flat options or a sidecar), then the flags given, as a config."""
-    options: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        options.update(load_options_file(args.config))
-    for key, value in vars(args).items():
-        if key.startswith("cfg_"):
-            options[key[4:]] = value
-    if "class_thresholds" in options and isinstance(options["class_thresholds"], list):
-        options["class_thresholds"] = dict(options["class_thresholds"])
-    return SegmentConfig.from_flat(options)
-
-
-def load_options_file(path: str | Path) -> dict[str, Any]:
-    """Flat options from a JSON file: a ``to_flat()`` dict, or a sidecar (its ``config``)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidConfigError(f"--config {path}: expected a JSON file of options, could not "
-                                 f"read it: {exc}") from exc
-    if isinstance(data, dict) and "version" in data and isinstance(data.get("config"), dict):
-        data = data["config"]
-    if not isinstance(data, dict):
-        raise InvalidConfigError(f"--config {path}: expected a JSON object of flat options, "
-                                 f"got {type(data).__name__}")
-    return data
-
 
 # --------------------------------------------------------------------------------------------
 # the parser
@@ -177,11 +70,11 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
                           "file stem) before loading, e.g. for a custom architecture; "
                           "repeatable; also sent to Dask workers")
     run.add_argument("--tile-size", type=int, default=2048, metavar="PX",
-                     help="with --short-side none, images with a side above PX are processed "
+                     help="with --short-side 0, images with a side above PX are processed "
                           "in PX-sized tiles streamed to disk (0 = never tile; default 2048)")
     run.add_argument("--max-pixels", type=int, default=64_000_000, metavar="N",
                      help="refuse untiled images with more pixels (the engine holds K x H x W "
-                          "floats); use --short-side none to tile them (default 64e6)")
+                          "floats); use --short-side 0 to tile them (default 64e6)")
     run.add_argument("--dask-scheduler", metavar="ADDRESS",
                      help="distribute over an existing dask.distributed scheduler")
     run.add_argument("--dask-local", type=int, metavar="N",
@@ -230,55 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default="clipseg", choices=READOUTS)
     demo.set_defaults(func=_cmd_demo)
 
-    for name in ("evaluate", "calibrate"):
-        module = _optional_module(f"clipseg.apps.{name}")
-        hook = getattr(module, "add_subparser", None) if module is not None else None
-        if callable(hook):
-            hook(sub)
+    from . import calibrate_cli, evaluate
+
+    evaluate.add_subparser(sub)
+    calibrate_cli.add_subparser(sub)
     return parser
-
-
-def _optional_module(name: str) -> Any:
-    """Import a subcommand module that may not be installed in this build; else None."""
-    try:
-        return import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
 
 
 # --------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------
-def register_model_configs(paths: Sequence[Path]) -> list[str]:
-    """Register open_clip architecture JSON files; returns their names (file stems)."""
-    import open_clip
-
-    names = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file() or path.suffix.lower() != ".json":
-            raise InvalidConfigError(f"--model-config: expected an existing .json file, got "
-                                     f"{str(path)!r}")
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidConfigError(f"--model-config {path}: not readable JSON: {exc}") from exc
-        if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
-            raise InvalidConfigError(f"--model-config {path}: expected an open_clip config with "
-                                     f"embed_dim, vision_cfg and text_cfg, got keys "
-                                     f"{sorted(cfg) if isinstance(cfg, dict) else type(cfg)}")
-        existing = open_clip.get_model_config(path.stem)
-        if existing is None:
-            open_clip.add_model_config(path)
-        elif existing != cfg:
-            raise InvalidConfigError(f"--model-config {path}: the name {path.stem!r} already "
-                                     "names a different open_clip architecture; rename the file")
-        names.append(path.stem)
-    return names
-
-
 def _read_classes(args: argparse.Namespace) -> list[Any]:
     from ..text import parse_classes
 
@@ -294,10 +148,11 @@ def _read_classes(args: argparse.Namespace) -> list[Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # option errors answer before anything heavy is imported
+    from ..models.arch_configs import register_model_configs
     from .batch import RunOptions, discover, run_jobs
 
     register_model_configs(args.model_config)
-    config = config_from_args(args)
     classes = _read_classes(args)
     unknown = sorted({n for n, _ in config.labels.class_thresholds} - {c.name for c in classes})
     if unknown:
@@ -332,6 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..models import get_entry, list_models
+    from ..models.arch_configs import register_model_configs
 
     register_model_configs(args.model_config)
     for name in list_models():
@@ -342,12 +198,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    module = _optional_module("clipseg.apps.demo")
-    if module is None or not hasattr(module, "run_demo"):
-        print("clipseg demo: this build has no clipseg.apps.demo module (run_demo); nothing was run.",
-              file=sys.stderr)
-        return EXIT_USAGE
-    result = module.run_demo(args.output, seed=args.seed, method=args.method)
+    from .demo import run_demo
+
+    result = run_demo(args.output, seed=args.seed, method=args.method)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return EXIT_OK
@@ -380,5 +233,4 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args",
-           "register_model_configs", "load_options_file", "EXIT_OK", "EXIT_FAILED",
-           "EXIT_USAGE"]
+           "load_options_file", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]

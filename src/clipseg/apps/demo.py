@@ -36,12 +36,12 @@ def demo_config(method: str = "clipseg", *, pamr: bool = True, device: str = "au
                 ) -> SegmentConfig:
     """The configuration of the demo: bundled model, scenes kept at their drawn size.
 
-    The scenes are drawn at the pixel scale the model was trained at, so ``short_side=None``
+    The scenes are drawn at the pixel scale the model was trained at, so ``short_side=0``
     (no resize); windows, stride, middle layer and logit scale come from the registry entry.
     """
     return SegmentConfig(model=ModelConfig(model=BUNDLED_ARCH, device=device),
                          readout=ReadoutConfig(method=method),
-                         window=WindowConfig(short_side=None),
+                         window=WindowConfig(short_side=0),
                          refine=RefineConfig(pamr=pamr, pamr_dilations=(1, 2)))
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .batch import (Job, Outcome, RunOptions, image_size, is_complete, process_job,
                     wants_tiling, write_tiled)
 from ..errors import ClipSegError, InvalidConfigError
+from ..resolve import resolve_config
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig
@@ -46,7 +47,7 @@ def _prepare_worker(model_configs: Sequence[str]) -> None:
     if model_configs:
         from pathlib import Path
 
-        from .cli import register_model_configs
+        from ..models.arch_configs import register_model_configs
 
         register_model_configs([Path(p) for p in model_configs])
 
@@ -188,7 +189,7 @@ def _run_tiled(client: Any, job: Job, config: SegmentConfig, classes: Sequence[C
 
     from distributed import as_completed
 
-    from .largeimage import open_image, pamr_halo, plan_tiles, window_geometry
+    from .largeimage import open_image, pamr_halo, plan_tiles
 
     start = time.perf_counter()
     try:
@@ -196,7 +197,8 @@ def _run_tiled(client: Any, job: Job, config: SegmentConfig, classes: Sequence[C
                         contrast_limits=options.contrast_limits) as source:
             shape, limits, info = source.shape, source.contrast_limits(), {
                 "path": str(job.source), "name": job.name, "dtype": str(source.dtype)}
-        crop, stride = window_geometry(config)
+        window = resolve_config(config).window
+        crop, stride = window.crop, window.stride
         tiles = plan_tiles(*shape, options.tile_size, crop, stride, pamr_halo(config))
         futures = client.map(tile_task, [job] * len(tiles), tiles, config=config,
                              classes=classes, options=options, contrast_limits=limits,

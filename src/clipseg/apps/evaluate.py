@@ -355,7 +355,7 @@ def _data_arg(text: str) -> tuple[str, str]:
 
 def add_subparser(subparsers: Any) -> None:
     """Register ``clipseg evaluate`` on the ``clipseg`` command's subparsers."""
-    from .cli import add_config_arguments
+    from .cliopts import add_config_arguments
 
     p = subparsers.add_parser(
         "evaluate", help="mIoU on the paper's benchmarks (Pascal VOC/Context, COCO, ADE, City)",
@@ -381,10 +381,9 @@ def add_subparser(subparsers: Any) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..models import load_model
+    from .cliopts import config_overrides
 
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
-    if "class_thresholds" in overrides:
-        overrides["class_thresholds"] = dict(overrides["class_thresholds"])
+    overrides = config_overrides(args)
     for key in _EXTRA_KEYS:
         if key in vars(args):
             overrides[key] = getattr(args, key)

@@ -1,6 +1,6 @@
 """Reading images (lazily when they are big) and segmenting large ones tile by tile.
 
-Tiled processing works at the image's own resolution (``short_side=None``). The image is cut
+Tiled processing works at the image's own resolution (``short_side=0``). The image is cut
 into *core* tiles; each core is segmented as part of a *region* made of every window of the
 **global** sliding-window grid (:func:`clipseg.tiling.window_boxes` over the whole image) that
 reaches within ``halo`` pixels of the core, with ``halo = pamr_iterations * max(pamr_dilations)``
@@ -287,22 +287,6 @@ def pamr_halo(config: SegmentConfig) -> int:
     """Pixels PAMR can reach around a pixel (0 when PAMR is off)."""
     refine = config.refine
     return refine.pamr_iterations * max(refine.pamr_dilations) if refine.pamr else 0
-
-
-def window_geometry(config: SegmentConfig) -> tuple[int, int]:
-    """``(crop, stride)`` of a run: the config's, else the model registry's."""
-    from ..models import get_entry
-
-    crop, stride = config.window.crop, config.window.stride
-    if crop is None or stride is None:
-        entry = get_entry(config.model.model)
-        if config.model.pretrained is not None and config.model.pretrained != entry.pretrained:
-            entry = get_entry(f"{entry.arch}/{config.model.pretrained}")
-        crop = entry.crop if crop is None else crop
-        stride = entry.stride if stride is None else stride
-    if stride > crop:
-        raise InvalidInputError(f"stride: expected at most crop ({crop}), got {stride}")
-    return int(crop), int(stride)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ..config import ModelConfig
 from ..errors import (InvalidConfigError, InvalidInputError, ModelLoadError,
                       UnsupportedModelError, describe)
 from .checkpoint import load_checkpoint_safely, load_state_into
-from .registry import ModelEntry, get_entry, optional_module, synthesise_entry
+from .registry import ModelEntry, entry_for, get_entry, optional_module, synthesise_entry
 
 __all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
            "resolve_device", "resolve_precision"]
@@ -253,9 +253,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """
     if not isinstance(config, ModelConfig):
         raise InvalidConfigError(f"load_model: expected a ModelConfig, got {describe(config)}")
-    entry = get_entry(config.model)
-    if config.pretrained is not None and config.pretrained != entry.pretrained:
-        entry = get_entry(f"{entry.arch}/{config.pretrained}")
+    entry = entry_for(config)
     device = resolve_device(config.device)
     compute_dtype = resolve_precision(config.precision, device)
     if not _arch_known(entry):

@@ -20,6 +20,7 @@ import importlib
 import math
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import open_clip
 
@@ -260,7 +261,7 @@ def synthesise_entry(arch: str, pretrained: str | None = None, *, key: str | Non
     crop = int(image_size)
     key = key or (f"{arch}/{pretrained}" if pretrained else arch)
     return ModelEntry(
-        key=key, arch=arch, pretrained=pretrained, middle_layer=math.ceil(layers / 2),
+        key=key, arch=arch, pretrained=pretrained, middle_layer=default_middle_layer(layers),
         middle_layer_source=_SYNTHESISED, crop=crop, stride=max(1, crop // 2),
         short_side=DEFAULT_SHORT_SIDE, logit_scale=DEFAULT_LOGIT_SCALE,
         description=f"open_clip {arch} ({pretrained or 'no pretrained tag'}), "
@@ -322,3 +323,18 @@ def get_entry(name: str) -> ModelEntry:
             return _all_entries()[key]
     return synthesise_entry(arch, tag)
 
+
+
+def default_middle_layer(num_layers: int) -> int:
+    """``ceil(L / 2)``: the middle layer of a model that neither the user nor a registry entry
+    gives one for."""
+    return max(1, math.ceil(num_layers / 2))
+
+
+def entry_for(config: Any) -> ModelEntry:
+    """The entry of a :class:`~clipseg.config.ModelConfig`: its model's, with the pretrained tag
+    override applied (the same entry :func:`clipseg.models.load_model` loads)."""
+    entry = get_entry(config.model)
+    if config.pretrained is not None and config.pretrained != entry.pretrained:
+        entry = get_entry(f"{entry.arch}/{config.pretrained}")
+    return entry
