@@ -14,7 +14,7 @@ from ._llvm_guard import guard as _guard_llvm
 # Must run before anything here imports torch/open_clip: see _llvm_guard for the crash it avoids.
 _guard_llvm()
 
-__version__ = "0.1.0"
+from clipseg import __version__  # noqa: E402  (one version: src/clipseg/__init__.py)
 
 _LAZY = {
     "ClipSegWidget": "napari_clipseg.widget",

@@ -30,10 +30,6 @@ class UnsupportedModelError(ClipSegError, TypeError):
     """The model object is not an open_clip ViT the engine can read."""
 
 
-class Cancelled(ClipSegError):
-    """Raised by drain helpers when a caller asked a running job to stop."""
-
-
 def describe(value: object) -> str:
     """Short description of a value for error messages (type, shape, dtype)."""
     shape = getattr(value, "shape", None)

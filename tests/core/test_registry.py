@@ -125,7 +125,8 @@ def test_synthesise_entry_from_given_sizes():
 
 
 def test_profiles_are_consulted(tmp_path, monkeypatch):
-    profiles = pytest.importorskip("clipseg.models.profiles")
+    from clipseg.models import profiles
+
     monkeypatch.setenv("CLIPSEG_HOME", str(tmp_path))
     base = get_entry("clip-b16")
     profiles.save_profile("my-cells", dataclasses.replace(base, middle_layer=7,
