@@ -25,3 +25,83 @@ def test_importing_every_engine_module_pulls_in_no_gui_package():
                           timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", f"GUI modules imported by the engine: {proc.stdout}"
+
+
+# --------------------------------------------------------------------------------------------
+# the import graph: the core never imports the applications, and nothing imports in a circle
+# --------------------------------------------------------------------------------------------
+def _engine_imports() -> dict[str, set[tuple[str, bool]]]:
+    """For each clipseg module, the clipseg modules it imports, with whether at module level."""
+    import ast
+    from pathlib import Path
+
+    root = Path(clipseg.__file__).parent
+    out: dict[str, set[tuple[str, bool]]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        name = ".".join(parts)
+        package = parts if is_pkg else parts[:-1]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = set(id(n) for n in tree.body)
+        found: set[tuple[str, bool]] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] == "clipseg":
+                    found.add((target, id(node) in top))
+        out[name] = found
+    return out
+
+
+def _is_app(module: str) -> bool:
+    return module.startswith(("clipseg.apps", "clipseg.formats"))
+
+
+def test_the_core_never_imports_the_applications_or_file_formats():
+    graph = _engine_imports()
+    assert "clipseg.apps.cli" in graph and "clipseg.pipeline" in graph
+    bad = sorted(f"{mod} -> {target}" for mod, targets in graph.items() if not _is_app(mod)
+                 and mod not in ("clipseg", "clipseg.__main__")  # entry points
+                 for target, _ in targets if _is_app(target))
+    assert not bad, "core modules importing applications: " + ", ".join(bad)
+
+
+def test_module_level_imports_have_no_cycle():
+    graph = _engine_imports()
+    modules = set(graph)
+    edges = {m: {t for t, top in ts if top and t in modules and t != m}
+             for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue  # a package and its own modules
+            if state.get(nxt) == 1:
+                cycle.extend(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                return True
+            if state.get(nxt) is None and visit(nxt, path + [nxt]):
+                return True
+        state[node] = 2
+        return False
+
+    for start in sorted(modules):
+        if state.get(start) is None and visit(start, [start]):
+            break
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
