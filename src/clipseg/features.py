@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .config import ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError, describe
-from .models.vit import VisionTower
+from .models.towers import VisionTower
 from .readouts import BlockInputs, dsi_blocks, needs_middle_keys, readout_tokens
 
 __all__ = ["DenseEncoder", "dense_embeddings", "default_middle_layer"]

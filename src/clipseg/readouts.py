@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from .config import READOUTS, ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError
-from .models.vit import VisionTower
+from .models.towers import VisionTower
 from .relation import relation_attention
 
 __all__ = [
