@@ -286,28 +286,28 @@ def load_model(config: ModelConfig) -> LoadedModel:
 
 
 def _entry_for_object(model: nn.Module, name: str) -> ModelEntry:
+    from .towers import VisionTower  # the tower views import open_clip/timm internals
+
     visual = getattr(model, "visual", None)
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    patch = getattr(visual, "patch_size", None)
-    size = getattr(visual, "image_size", None)
-    if blocks is None or patch is None or size is None or not hasattr(model, "encode_text"):
+    if visual is None or not hasattr(model, "encode_text"):
         raise UnsupportedModelError(
-            f"wrap_model: expected an open_clip CLIP with a VisionTransformer (model.visual."
-            f"transformer.resblocks, patch_size, image_size) and encode_text, got "
+            f"wrap_model: expected an open_clip CLIP (model.visual and encode_text), got "
             f"{type(model).__name__} with visual {type(visual).__name__}")
+    tower = VisionTower.from_model(model)  # refuses unreadable towers, naming what is supported
+    layers = tower.num_layers
     try:
         entry = get_entry(name)
     except InvalidConfigError:  # not a known name: defaults come from the model itself
         entry = None
-    if entry is not None and entry.middle_layer <= len(blocks):
+    if entry is not None and entry.middle_layer <= layers:
         return entry
-    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    made = synthesise_entry(entry.arch if entry else name, None, key=name, layers=len(blocks),
-                            patch_size=int(patch), image_size=size)
+    size = (tower.native_grid[0] * tower.patch_size, tower.native_grid[1] * tower.patch_size)
+    made = synthesise_entry(entry.arch if entry else name, None, key=name, layers=layers,
+                            patch_size=tower.patch_size, image_size=size)
     if entry is None:
         return made
     why = (f"{made.middle_layer_source} (entry {entry.key!r} wants block {entry.middle_layer}, "
-           f"the model has {len(blocks)})")
+           f"the model has {layers})")
     return dataclasses.replace(made, middle_layer_source=why)
 
 
@@ -320,7 +320,9 @@ def wrap_model(model: nn.Module, *, name: str = "custom", tokenizer: Tokenizer |
     Parameters
     ----------
     model : open_clip.CLIP
-        A CLIP whose vision tower is an open_clip ``VisionTransformer``.
+        A CLIP whose image tower the engine can read: open_clip's ``VisionTransformer`` or a
+        timm ``VisionTransformer`` in open_clip's ``TimmModel`` (see
+        :data:`clipseg.models.towers.SUPPORTED_TOWERS`).
     name : str
         Registry key/alias or open_clip architecture whose defaults apply; an unknown name
         (``"custom"``) gets defaults synthesised from the model itself (``M = ceil(L/2)``).
