@@ -222,3 +222,14 @@ def test_clipseg_models_command(capsys):
     out = capsys.readouterr().out
     assert "remote sensing:" in out and "hf-hub:imageomics/bioclip" in out
     assert "32-px patches" in out
+
+
+def test_a_profile_of_a_domain_entry_keeps_its_weights_source(tmp_path, monkeypatch):
+    profiles = pytest.importorskip("clipseg.models.profiles")
+    monkeypatch.setenv("CLIPSEG_HOME", str(tmp_path))
+    base = get_entry("georsclip-b32")
+    profiles.save_profile("my-fields", dataclasses.replace(base, middle_layer=5,
+                                                           middle_layer_source="calibrated"))
+    entry = get_entry("my-fields")
+    assert entry.hub_file == base.hub_file and entry.domain == "remote sensing"
+    assert entry.arch == base.arch and entry.middle_layer == 5
