@@ -1,8 +1,9 @@
-"""Class-independent dense embeddings from one pass over an open_clip ViT.
+"""Class-independent dense embeddings from one pass over a CLIP ViT.
 
 :class:`DenseEncoder` runs blocks ``1..L-1`` once, keeping only what the chosen readout needs
 (the middle block's keys for CRA, the inputs of the blocks DSI re-reads), then the re-formed last
-block (:mod:`clipseg.readouts`), the output head (``ln_post``, ``proj``) and an L2
+block (:mod:`clipseg.readouts`), the output head (open_clip: ``ln_post``, ``proj``; timm:
+final ``norm``, ``TimmModel.head``) and an L2
 normalisation. The model object is only read: its own submodules are called, nothing is patched
 and no hook is registered.
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from .config import ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError, describe
 from .models.registry import default_middle_layer
-from .models.vit import VisionTower
+from .models.towers import VisionTower
 from .readouts import BlockInputs, dsi_blocks, needs_middle_keys, readout_tokens
 
 __all__ = ["DenseEncoder", "dense_embeddings", "default_middle_layer"]
@@ -32,7 +33,9 @@ class DenseEncoder:
     Parameters
     ----------
     model : open_clip CLIP, its ``.visual``, a LoadedModel or a :class:`VisionTower`
-        An open_clip ViT (see :class:`~clipseg.models.vit.VisionTower` for what is readable).
+        A CLIP with a readable ViT tower, open_clip's own or timm's (see
+        :data:`clipseg.models.towers.SUPPORTED_TOWERS`); the readouts only see the
+        :class:`~clipseg.models.towers.VisionTower` interface.
     readout : ReadoutConfig
         Which re-formed last block to use and its parameters.
     middle_layer : int or None
@@ -177,7 +180,8 @@ def dense_embeddings(model: Any, pixels: torch.Tensor, method: str = "clipseg",
     Parameters
     ----------
     model : open_clip CLIP (or its ``.visual``, or a LoadedModel)
-        An open_clip ViT in eval mode, on the device of ``pixels``.
+        A CLIP with a readable ViT tower (open_clip's or timm's), in eval mode, on the device
+        of ``pixels``.
     pixels : torch.Tensor
         ``(B, 3, H, W)`` float, normalised with the model's mean/std.
     method : str
@@ -199,7 +203,7 @@ def dense_embeddings(model: Any, pixels: torch.Tensor, method: str = "clipseg",
     InvalidInputError
         ``pixels`` is not a ``(B, 3, H, W)`` float tensor of at least one patch.
     UnsupportedModelError
-        The model is not a readable open_clip ViT.
+        The image tower cannot be read (ConvNeXt, ResNet, attention pooling, ...).
     """
     unknown = sorted(set(options) - set(_OPTION_NAMES))
     if unknown:

@@ -29,7 +29,7 @@ from .generators import drain, relay
 from .image import to_pixels, validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
-from .models.vit import VisionTower
+from .models.towers import VisionTower
 from .refine import pamr
 from .resolve import resolve_config
 from .results import Progress, SegmentationResult, WindowEmbeddings

@@ -1,7 +1,7 @@
 """Re-formed last blocks: how dense embeddings are read out of a CLIP ViT.
 
 Every readout maps what the single pass collected (:class:`BlockInputs`) to per-patch tokens in
-the residual width, *before* the output head (``ln_post`` then ``proj``, applied by
+the residual width, *before* the output head (``VisionTower.head``, applied by
 :mod:`clipseg.features`). Except ``vanilla`` and ``sclip`` they all compute the re-formed block
 of the paper (Eq. 2): ``Z = Proj(softmax(Attn) @ V)`` with no final residual and no final FFN.
 
@@ -38,7 +38,7 @@ naclip
     the patch grid (0 in the class token's row and column), no residual, no FFN (its "reduced"
     architecture).
 vanilla
-    The unmodified last block as open_clip runs it (residual + attention + FFN).
+    The unmodified last block as its library runs it (residual + attention + FFN).
 
 The baselines (``maskclip``, ``sclip``, ``clearclip``, ``naclip``, ``vanilla``) keep the class
 token in their attention as their reference code does and read ``v_L`` only; the DSI options
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from .config import READOUTS, ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError
-from .models.vit import VisionTower
+from .models.towers import VisionTower
 from .relation import relation_attention
 
 __all__ = [

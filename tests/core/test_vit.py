@@ -9,7 +9,7 @@ from open_clip.transformer import VisionTransformer
 
 from clipseg.errors import InvalidInputError, UnsupportedModelError
 from clipseg.features import dense_embeddings
-from clipseg.models.vit import VisionTower, interpolate_pos_embed
+from clipseg.models.towers import VisionTower, interpolate_pos_embed
 
 
 def _ln(x, mod):

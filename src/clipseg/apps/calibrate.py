@@ -260,7 +260,7 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         Seed of the pair sampling.
     """
     from ..models.loading import LoadedModel, wrap_model
-    from ..models.vit import VisionTower
+    from ..models.towers import VisionTower
 
     loaded = model if isinstance(model, LoadedModel) else wrap_model(model)
     kinds = tuple(kinds)

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(bat, resume_default=True)
     bat.set_defaults(func=_cmd_run, walk=True)
 
-    mod = sub.add_parser("models", help="list registered models")
+    mod = sub.add_parser("models", help="list registered models by domain, with their cache "
+                         "state")
     mod.add_argument("--model-config", type=Path, action="append", default=[], metavar="JSON")
     mod.set_defaults(func=_cmd_models)
 
@@ -186,14 +187,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ..models import get_entry, list_models
     from ..models.arch_configs import register_model_configs
+    from ..models.listing import model_listing
 
     register_model_configs(args.model_config)
-    for name in list_models():
-        entry = get_entry(name)
-        print(f"{name:40s} M={entry.middle_layer:<3d} crop={entry.crop} stride={entry.stride}  "
-              f"{entry.description}")
+    print(model_listing())
     return EXIT_OK
 
 

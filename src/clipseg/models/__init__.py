@@ -15,7 +15,7 @@ __all__ = ["ModelEntry", "get_entry", "list_models", "register_model", "synthesi
            "LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
            "resolve_device", "resolve_precision", "VisionTower", "interpolate_pos_embed"]
 
-_LAZY = {"VisionTower": ".vit", "interpolate_pos_embed": ".vit"}
+_LAZY = {"VisionTower": ".towers", "interpolate_pos_embed": ".towers"}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: the ViT view is imported on first use

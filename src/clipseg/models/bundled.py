@@ -52,6 +52,7 @@ BUNDLED_ENTRIES: list[ModelEntry] = [
                      "(scripts/train_tiny_clip.py); for the offline demo and tests only, says "
                      "nothing about real images"),
         checkpoint=str(_WEIGHT_FILES[BUNDLED_ARCH]),
+        domain="demo",
     ),
 ]
 

@@ -2,10 +2,12 @@
 
 Three ways in, one result (:class:`LoadedModel`):
 
-- a pretrained tag (``ModelConfig(model="ViT-B-16/openai")``): open_clip fetches the weights into
-  its cache on first use; offline without a cached copy a :class:`~clipseg.errors.ModelLoadError`
-  says where the cache is and how to pass a local file instead. A randomly initialised model is
-  never returned in place of missing weights.
+- a pretrained tag (``ModelConfig(model="ViT-B-16/openai")``), an ``hf-hub:`` model
+  (``"biomedclip"``) or an entry's Hugging Face checkpoint file (``"remoteclip-b32"``): the
+  weights are fetched into the Hugging Face / open_clip cache on first use; offline without a
+  cached copy a :class:`~clipseg.errors.ModelLoadError` says what is missing, where the cache is
+  and how to pass a local file instead (:func:`clipseg.models.hub.offline_error`). A randomly
+  initialised model is never returned in place of missing weights.
 - a local checkpoint (``ModelConfig(model=..., checkpoint=PATH)``): the architecture is built
   without weights and the file is read by :func:`load_checkpoint_safely`, which never unpickles
   code.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +28,8 @@ from ..config import ModelConfig
 from ..errors import (InvalidConfigError, InvalidInputError, ModelLoadError,
                       UnsupportedModelError, describe)
 from .checkpoint import load_checkpoint_safely, load_state_into
+from .hub import cached_hf_file as _cached_hf_file
+from .hub import check_requirements, fetch_hub_file, hub_model_files, offline_error
 from .registry import ModelEntry, entry_for, get_entry, optional_module, synthesise_entry
 
 __all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
@@ -126,6 +129,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 def _arch_known(entry: ModelEntry) -> bool:
     """Whether open_clip knows ``entry.arch``; bundled configs are registered on demand."""
+    if entry.is_hf_hub:  # open_clip reads the config from the Hugging Face repo
+        return True
     if entry.arch not in open_clip.list_models():
         bundled = optional_module("bundled")
         if bundled is not None and any(e.arch == entry.arch for e in bundled.BUNDLED_ENTRIES):
@@ -149,39 +154,33 @@ class _DropRandomInitWarning(logging.Filter):
         return "Model initialized randomly" not in record.getMessage()
 
 
-def _create(entry: ModelEntry, device: torch.device, pretrained: str | None) -> nn.Module:
-    """Build ``entry.arch``; ``pretrained`` None = empty weights that the caller fills next."""
+def _create(entry: ModelEntry, device: torch.device, pretrained: str | None, *,
+            cache_dir: str | None = None) -> nn.Module:
+    """Build ``entry.arch``; ``pretrained`` None = empty weights that the caller fills next.
+
+    For an ``hf-hub:`` entry ``pretrained`` is only a flag: any non-None value makes open_clip
+    load the repo's own weights (already cached by :func:`~.hub.hub_model_files`) and fail if it
+    cannot; None builds the architecture from the repo's config only.
+    """
     quick_gelu, pre = _tag_settings(entry)
     root, quiet = logging.getLogger(), _DropRandomInitWarning()
     if pretrained is None:
         root.addFilter(quiet)
+    if entry.is_hf_hub:
+        load = pretrained is not None
+        name, pretrained = entry.arch, None
+        extra: dict[str, Any] = {"load_weights": load, "require_pretrained": load,
+                                 "cache_dir": cache_dir}
+    else:
+        name, extra = entry.arch, {}
     try:
-        return open_clip.create_model(entry.arch, pretrained=pretrained, device=device,
+        return open_clip.create_model(name, pretrained=pretrained, device=device,
                                       force_quick_gelu=quick_gelu, weights_only=True,
-                                      force_preprocess_cfg=pre or None)
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+                                      force_preprocess_cfg=pre or None, **extra)
+    except (RuntimeError, OSError, ValueError, KeyError, ImportError) as exc:
         raise ModelLoadError(f"model {entry.key!r}: open_clip could not build it: {exc}") from exc
     finally:
         root.removeFilter(quiet)
-
-
-def _cached_hf_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
-    """Path of the tag's Hugging Face weights if already cached (no network), else None."""
-    from huggingface_hub import try_to_load_from_cache
-    repo, filename = os.path.split(cfg.get("hf_hub", ""))  # as open_clip splits it
-    if not repo:
-        return None
-    filename = filename or "open_clip_pytorch_model.bin"
-    names = [filename]  # open_clip prefers a .safetensors sibling when there is one
-    if filename == "open_clip_pytorch_model.bin":
-        names.insert(0, "open_clip_model.safetensors")
-    elif filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
-    for name in names:
-        found = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
-        if isinstance(found, str):
-            return found
-    return None
 
 
 def _weights_path(entry: ModelEntry, cache_dir: str | None) -> str:
@@ -193,20 +192,23 @@ def _weights_path(entry: ModelEntry, cache_dir: str | None) -> str:
     try:  # URL sources are checked against their cached copy by open_clip itself
         path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
     except (OSError, RuntimeError, ValueError) as exc:  # urllib/hf_hub errors are OSError
-        from huggingface_hub import constants as hf
-        where = cache_dir or f"{hf.HF_HUB_CACHE} (Hugging Face cache) or ~/.cache/clip"
-        offline = ("HF_HUB_OFFLINE is set" if hf.HF_HUB_OFFLINE else
-                   "set HF_HUB_OFFLINE=1 to skip the network attempts when offline")
-        raise ModelLoadError(
-            f"model {entry.key!r}: the weights for pretrained tag {entry.pretrained!r} of "
-            f"{entry.arch} are not in the cache ({where}) and could not be downloaded "
-            f"(offline? {offline}). Either connect once to download them, or point at a local "
-            "weights file: ModelConfig(checkpoint=PATH), `clipseg ... --checkpoint PATH`, or the "
-            f"widget's checkpoint field. Cause: {exc}") from exc
+        what = f"the weights for pretrained tag {entry.pretrained!r} of {entry.arch}"
+        raise offline_error(entry, what, cache_dir, exc) from exc
     if not path:
         raise ModelLoadError(f"model {entry.key!r}: open_clip has no download source for tag "
                              f"{entry.pretrained!r}; pass checkpoint=PATH")
     return path
+
+
+def _entry_checkpoint(entry: ModelEntry, config: ModelConfig) -> str | None:
+    """The weights file to load: the user's, the entry's own, or its Hugging Face file."""
+    checkpoint = config.checkpoint or entry.checkpoint
+    if checkpoint is None and entry.hub_file is not None:
+        repo, filename = entry.hub_file
+        what = (f"the weights file {filename!r} (for {entry.arch}) of the Hugging Face repo "
+                f"{repo!r}")
+        checkpoint = fetch_hub_file(entry, repo, filename, config.cache_dir, what, verb="is")
+    return checkpoint
 
 
 def _mean_std(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -228,7 +230,7 @@ def _freeze(model: nn.Module) -> nn.Module:
 def _tokenizer(arch: str, cache_dir: str | None) -> Tokenizer:
     try:
         return open_clip.get_tokenizer(arch, cache_dir=cache_dir)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"model {arch!r}: the tokenizer could not be loaded: {exc}") from exc
 
 
@@ -236,7 +238,9 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """Build the model ``config`` names, with its weights, on the configured device.
 
     Weights come from ``config.checkpoint`` if given, else the entry's own checkpoint
-    (bundled models), else the pretrained tag (``config.pretrained`` overrides the entry's).
+    (bundled models), else its Hugging Face checkpoint file (``entry.hub_file``), else the
+    ``hf-hub:`` repo's own weights, else the pretrained tag (``config.pretrained`` overrides the
+    entry's).
     The activation and preprocessing of the entry's tag are applied in every case (OpenAI and
     MetaCLIP weights need QuickGELU), so name the tag (``"ViT-B-16/openai"``) or a
     ``-quickgelu`` architecture when loading such weights from a local file.
@@ -259,17 +263,30 @@ def load_model(config: ModelConfig) -> LoadedModel:
     if not _arch_known(entry):
         raise ModelLoadError(f"model {entry.key!r}: expected an architecture open_clip knows, got "
                              f"{entry.arch!r} (not in open_clip.list_models())")
-    checkpoint = config.checkpoint or entry.checkpoint
+    check_requirements(entry)
+    checkpoint = _entry_checkpoint(entry, config)
     if checkpoint is not None:
         state = load_checkpoint_safely(checkpoint)
-        model = _create(entry, torch.device("cpu"), None)
+        if entry.is_hf_hub:  # the architecture comes from the repo's config
+            hub_model_files(entry, config.cache_dir, weights=False)
+        model = _create(entry, torch.device("cpu"), None, cache_dir=config.cache_dir)
         load_state_into(model, state, str(checkpoint))
         model = model.to(device)
         name = entry.key if config.checkpoint is None else f"{entry.key}@{checkpoint}"
+    elif entry.is_hf_hub:
+        hub_model_files(entry, config.cache_dir)
+        model = _create(entry, device, entry.arch, cache_dir=config.cache_dir)
+        name = entry.key
     elif entry.pretrained is not None:
         path = _weights_path(entry, config.cache_dir)
         model = _create(entry, device, path)
         name = entry.key
+    elif entry.download:
+        raise ModelLoadError(
+            f"model {entry.key!r}: expected a checkpoint file with its {entry.arch} weights, got "
+            f"none; they are not downloaded automatically: {entry.download} "
+            "(ModelConfig(checkpoint=PATH), `clipseg ... --checkpoint PATH`, or the widget's "
+            "checkpoint field).")
     else:
         tags = open_clip.list_pretrained_tags_by_model(entry.arch)
         raise ModelLoadError(
@@ -284,28 +301,28 @@ def load_model(config: ModelConfig) -> LoadedModel:
 
 
 def _entry_for_object(model: nn.Module, name: str) -> ModelEntry:
+    from .towers import VisionTower  # the tower views import open_clip/timm internals
+
     visual = getattr(model, "visual", None)
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    patch = getattr(visual, "patch_size", None)
-    size = getattr(visual, "image_size", None)
-    if blocks is None or patch is None or size is None or not hasattr(model, "encode_text"):
+    if visual is None or not hasattr(model, "encode_text"):
         raise UnsupportedModelError(
-            f"wrap_model: expected an open_clip CLIP with a VisionTransformer (model.visual."
-            f"transformer.resblocks, patch_size, image_size) and encode_text, got "
+            f"wrap_model: expected an open_clip CLIP (model.visual and encode_text), got "
             f"{type(model).__name__} with visual {type(visual).__name__}")
+    tower = VisionTower.from_model(model)  # refuses unreadable towers, naming what is supported
+    layers = tower.num_layers
     try:
         entry = get_entry(name)
     except InvalidConfigError:  # not a known name: defaults come from the model itself
         entry = None
-    if entry is not None and entry.middle_layer <= len(blocks):
+    if entry is not None and entry.middle_layer <= layers:
         return entry
-    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    made = synthesise_entry(entry.arch if entry else name, None, key=name, layers=len(blocks),
-                            patch_size=int(patch), image_size=size)
+    size = (tower.native_grid[0] * tower.patch_size, tower.native_grid[1] * tower.patch_size)
+    made = synthesise_entry(entry.arch if entry else name, None, key=name, layers=layers,
+                            patch_size=tower.patch_size, image_size=size)
     if entry is None:
         return made
     why = (f"{made.middle_layer_source} (entry {entry.key!r} wants block {entry.middle_layer}, "
-           f"the model has {len(blocks)})")
+           f"the model has {layers})")
     return dataclasses.replace(made, middle_layer_source=why)
 
 
@@ -318,7 +335,9 @@ def wrap_model(model: nn.Module, *, name: str = "custom", tokenizer: Tokenizer |
     Parameters
     ----------
     model : open_clip.CLIP
-        A CLIP whose vision tower is an open_clip ``VisionTransformer``.
+        A CLIP whose image tower the engine can read: open_clip's ``VisionTransformer`` or a
+        timm ``VisionTransformer`` in open_clip's ``TimmModel`` (see
+        :data:`clipseg.models.towers.SUPPORTED_TOWERS`).
     name : str
         Registry key/alias or open_clip architecture whose defaults apply; an unknown name
         (``"custom"``) gets defaults synthesised from the model itself (``M = ceil(L/2)``).

@@ -7,8 +7,9 @@ them) or by a friendly alias (``"clip-b16"``), case-insensitively.
 
 Lookup order of :func:`get_entry`:
 
-1. a registry key or alias (the paper's backbones, the bundled test model of
-   :mod:`clipseg.models.bundled`, anything added with :func:`register_model`);
+1. a registry key or alias (the paper's backbones, the domain CLIPs of
+   :mod:`clipseg.models.catalog`, the bundled test model of :mod:`clipseg.models.bundled`,
+   anything added with :func:`register_model`);
 2. a calibrated profile saved by the user (:mod:`clipseg.models.profiles`);
 3. any open_clip ``"ARCH/TAG"`` or bare ``"ARCH"``: an entry is synthesised from the
    architecture's config with ``M = ceil(L / 2)``.
@@ -27,7 +28,7 @@ import open_clip
 from ..errors import InvalidConfigError, UnsupportedModelError
 
 __all__ = ["ModelEntry", "get_entry", "list_models", "register_model", "synthesise_entry",
-           "DEFAULT_SHORT_SIDE", "DEFAULT_LOGIT_SCALE"]
+           "DEFAULT_SHORT_SIDE", "DEFAULT_LOGIT_SCALE", "DOMAINS", "HF_HUB_PREFIX", "aliases_of"]
 
 #: Short side (pixels) images are resized to before windowing (TCL / ClearCLIP protocol).
 DEFAULT_SHORT_SIDE = 448
@@ -37,6 +38,10 @@ DEFAULT_LOGIT_SCALE = 40.0
 _PAPER_FIG3 = "paper Fig. 3 (layer 9 for CLIP-L; 'layers 8-9' for ViT-L)"
 _NOT_MEASURED = "default, not measured; calibrate with clipseg calibrate"
 _SYNTHESISED = "synthesised: ceil(L/2)"
+#: Image domains an entry is meant for; ``clipseg models`` groups by them, in this order.
+DOMAINS = ("general", "biomedical", "microscopy", "organisms", "remote sensing", "demo")
+#: open_clip's prefix of models whose config and weights live in a Hugging Face repo.
+HF_HUB_PREFIX = "hf-hub:"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,20 @@ class ModelEntry:
         One line for listings.
     checkpoint : str or None
         Path of a local weights file that belongs to this entry (bundled models, profiles).
+    domain : str
+        One of :data:`DOMAINS`: the images the weights were trained for.
+    source : str
+        Paper and download page of the weights (empty for open_clip's own tags).
+    note : str
+        A caveat shown in listings (e.g. the coarse maps of 32-px patches).
+    hub_file : tuple of (str, str) or None
+        ``(repo_id, filename)`` of a state-dict checkpoint on the Hugging Face Hub for ``arch``;
+        fetched into the Hugging Face cache on first use, like open_clip's own weights.
+    download : str
+        How to get the weights file when no tag, ``hub_file`` or ``hf-hub:`` name gives one; the
+        user then passes it as ``checkpoint``.
+    requires : tuple of str
+        Python packages the model needs beyond the core dependencies (importable names).
     """
 
     key: str
@@ -79,6 +98,12 @@ class ModelEntry:
     logit_scale: float
     description: str
     checkpoint: str | None = None
+    domain: str = "general"
+    source: str = ""
+    note: str = ""
+    hub_file: tuple[str, str] | None = None
+    download: str = ""
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("key", "arch", "middle_layer_source", "description"):
@@ -105,6 +130,34 @@ class ModelEntry:
             raise InvalidConfigError(f"ModelEntry.logit_scale of {self.key!r}: expected a finite "
                                      f"number > 0, got {scale!r}")
         object.__setattr__(self, "logit_scale", float(scale))
+        self._check_origin()
+
+    def _check_origin(self) -> None:
+        """Validate the domain and weights-source fields (lists from JSON become tuples)."""
+        if self.domain not in DOMAINS:
+            raise InvalidConfigError(f"ModelEntry.domain of {self.key!r}: expected one of "
+                                     f"{', '.join(DOMAINS)}, got {self.domain!r}")
+        for name in ("source", "note", "download"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidConfigError(f"ModelEntry.{name} of {self.key!r}: expected a string, "
+                                         f"got {getattr(self, name)!r}")
+        hub = self.hub_file
+        if hub is not None:
+            if not isinstance(hub, (tuple, list)) or len(hub) != 2 or not all(
+                    isinstance(part, str) and part.strip() for part in hub):
+                raise InvalidConfigError(f"ModelEntry.hub_file of {self.key!r}: expected "
+                                         f"(repo_id, filename) strings or None, got {hub!r}")
+            object.__setattr__(self, "hub_file", (hub[0], hub[1]))
+        req = self.requires
+        if not isinstance(req, (tuple, list)) or not all(isinstance(r, str) and r for r in req):
+            raise InvalidConfigError(f"ModelEntry.requires of {self.key!r}: expected package "
+                                     f"names, got {req!r}")
+        object.__setattr__(self, "requires", tuple(req))
+
+    @property
+    def is_hf_hub(self) -> bool:
+        """Whether open_clip loads ``arch`` (config and weights) from a Hugging Face repo."""
+        return self.arch.startswith(HF_HUB_PREFIX)
 
 
 def _paper_entry(arch: str, tag: str, family: str) -> ModelEntry:
@@ -157,8 +210,26 @@ def _bundled_entries() -> list[ModelEntry]:
     return list(module.BUNDLED_ENTRIES) if module is not None else []
 
 
+_catalog_done: list[bool] = []
+
+
+def _ensure_catalog() -> None:
+    """Add the domain CLIPs of :mod:`.catalog` to the registry once (it imports this module)."""
+    if _catalog_done:
+        return
+    _catalog_done.append(True)
+    module = optional_module("catalog")
+    if module is None:
+        return
+    for entry in module.CATALOG_ENTRIES:
+        _REGISTRY.setdefault(entry.key, entry)
+    for alias, key in module.CATALOG_ALIASES.items():
+        _ALIASES.setdefault(alias, key)
+
+
 def _all_entries() -> dict[str, ModelEntry]:
-    """Registered entries (paper backbones first), then bundled ones."""
+    """Registered entries (paper backbones, domain CLIPs), then bundled ones."""
+    _ensure_catalog()
     entries = dict(_REGISTRY)
     for entry in _bundled_entries():
         entries.setdefault(entry.key, entry)
@@ -195,11 +266,18 @@ def register_model(entry: ModelEntry, *, aliases: tuple[str, ...] = (),
 
 def _find_key(name: str) -> str | None:
     """Registry key for a key or alias (case-insensitive), or None."""
+    _ensure_catalog()
     low = name.strip().lower()
     for key in _all_entries():
         if key.lower() == low:
             return key
     return _ALIASES.get(low)
+
+
+def aliases_of(key: str) -> list[str]:
+    """The aliases that name registry key ``key`` (lower-case, sorted)."""
+    _ensure_catalog()
+    return sorted(alias for alias, target in _ALIASES.items() if target == key)
 
 
 def _profiles() -> ModuleType | None:
@@ -251,8 +329,10 @@ def synthesise_entry(arch: str, pretrained: str | None = None, *, key: str | Non
         vision = cfg.get("vision_cfg", {})
         if "timm_model_name" in vision or not isinstance(vision.get("layers"), int):
             raise UnsupportedModelError(
-                f"{arch!r}: expected an open_clip VisionTransformer (integer vision layers), got "
-                f"a vision config {vision!r}; ResNet and timm towers are not supported")
+                f"{arch!r}: expected an open_clip VisionTransformer (integer vision layers) to "
+                f"synthesise defaults from, got a vision config {vision!r}. ResNet and ConvNeXt "
+                "towers cannot be read; a timm ViT tower can: use its registry entry (clipseg "
+                "models, e.g. 'biomedclip') or build the model and pass it to wrap_model()")
         layers = vision["layers"] if layers is None else layers
         patch_size = vision.get("patch_size", 16) if patch_size is None else patch_size
         image_size = vision.get("image_size", 224) if image_size is None else image_size
@@ -305,6 +385,12 @@ def get_entry(name: str) -> ModelEntry:
         profile = module.get_profile(name)
         if profile is not None:
             return profile
+    if name.lower().startswith(HF_HUB_PREFIX):
+        hub = [k for k in list_models(include_profiles=False) if k.startswith(HF_HUB_PREFIX)]
+        raise InvalidConfigError(
+            f"model {name!r}: expected one of the registered hf-hub models ({', '.join(hub)}), "
+            "got another; build it with open_clip.create_model(NAME) and pass the model to "
+            "wrap_model(), or register an entry with register_model()")
     arch_name, _, tag = name.partition("/")
     arch = _match_arch(arch_name.strip())
     if arch is None:
