@@ -77,3 +77,22 @@ def test_model_config_files_are_checked(tmp_path, tiny_model_name, capsys):
 def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "segment" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["segment", "--help"], ["batch", "--help"],
+                                  ["evaluate", "--help"], ["calibrate", "--help"],
+                                  ["segment", "x.png", "--classes", "a", "-o", "out",
+                                   "--tau", "-1"],
+                                  ["segment", "--no-such-flag"]])
+def test_parsing_and_option_errors_import_neither_torch_nor_open_clip(argv, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom clipseg.apps.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))\n"
+            "print('RC', rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+    assert ("RC 0" if "--help" in argv else "RC 2") in proc.stdout
