@@ -3,6 +3,11 @@
 :meth:`SettingsPanel.options` returns a dict of flat option names (the same names as the CLI's
 flags and the sidecar's ``config``), so :meth:`clipseg.config.SegmentConfig.from_flat` validates
 everything in one place.
+
+The model box lists every model with its name as item data; the text marks the bundled demo
+model as a toy and models whose weights are not on this computer as needing a download
+(:mod:`napari_clipseg.model_choice`). The model selected at first is the best one that can
+load now (:func:`default_model`).
 """
 from __future__ import annotations
 
@@ -25,7 +30,20 @@ from superqt import QCollapsible
 
 from clipseg.config import PROMPT_SETS, READOUTS
 
+#: The paper's default model, first choice when its weights are here.
 DEFAULT_MODEL = "ViT-B-16/openai"
+
+
+def default_model() -> str:
+    """The best model that can load here and now: a cached real model, else the demo model."""
+    from clipseg.models import list_models
+
+    from .model_choice import best_model
+
+    names = list_models()
+    if DEFAULT_MODEL in names:
+        names = [DEFAULT_MODEL] + [n for n in names if n != DEFAULT_MODEL]
+    return best_model(names)
 
 
 def available_devices() -> list[str]:
@@ -58,38 +76,47 @@ class SettingsPanel(QWidget):
         super().__init__(parent)
         from clipseg.models import list_models
 
+        from .model_choice import display_name
+
         self.model = QComboBox()
-        self.model.addItems(list_models())
-        self.model.setCurrentText(DEFAULT_MODEL)
-        self.model.setToolTip("Registry model (weights from open_clip's cache), the bundled "
-                              "demo model, or a model added with add_model()")
+        for name in list_models():
+            self.model.addItem(display_name(name), name)
+        self.model.setToolTip("The CLIP model that reads the image and the class names")
         self.checkpoint = QLineEdit()
         self.checkpoint.setPlaceholderText("optional local weights file (.safetensors, .pt)")
-        self.checkpoint.setToolTip("Weights for the chosen architecture, loaded safely "
-                                   "(no code unpickling); overrides the pretrained tag")
+        self.checkpoint.setToolTip("A weights file on this computer for the chosen model, used "
+                                   "instead of its downloaded weights. Files that would run "
+                                   "code when loaded are refused")
         self.browse = QPushButton("…")
         self.browse.setMaximumWidth(30)
+        self.browse.setToolTip("Choose a weights file")
         self.browse.clicked.connect(self._browse)
         self.device = QComboBox()
         self.device.addItems(available_devices())
+        self.device.setToolTip("Where the model runs: auto picks the graphics card when there "
+                               "is one, else the processor (cpu)")
         self.readout = QComboBox()
         self.readout.addItems(list(READOUTS))
-        self.readout.setToolTip("clipseg = the paper's CRA + DSI; the others are baselines "
-                                "for comparison")
+        self.readout.setToolTip("How the model's features become a class per pixel: clipseg is "
+                                "this method; the others are published alternatives, for "
+                                "comparison")
         self.prompts = QComboBox()
         self.prompts.addItems(list(PROMPT_SETS))
-        self.prompts.setToolTip("Prompts around each class name: imagenet80 = CLIP's 80 "
-                                "(the paper's), imagenet7 = CLIP's 7 (much faster text on a "
-                                "CPU), name = the bare name. Changing it re-labels without a "
-                                "ViT pass")
+        self.prompts.setToolTip("The sentences each class name is put into before the model "
+                                "reads it: imagenet80 = CLIP's 80 (best), imagenet7 = 7 (much "
+                                "faster on a processor with many classes), name = the bare "
+                                "name. Changing it re-labels the image without reading it "
+                                "again")
         self.pamr = QCheckBox("PAMR refinement")
-        self.pamr.setToolTip("Pixel-adaptive mask refinement: sharper edges, slower")
+        self.pamr.setToolTip("Refine the outlines so they follow the image's edges: sharper, "
+                             "slower")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.threshold.setDecimals(2)
-        self.threshold.setToolTip("Pixels whose best class probability is below this stay "
-                                  "unlabeled (0 = label every pixel)")
+        self.threshold.setToolTip("A pixel whose best class scores below this stays unlabeled "
+                                  "(0 = label every pixel). Raise it to leave doubtful pixels "
+                                  "for you")
 
         ckpt_row = QHBoxLayout()
         ckpt_row.addWidget(self.checkpoint)
@@ -105,13 +132,17 @@ class SettingsPanel(QWidget):
 
         # advanced: 0 means "the model's default" / "keep the original size"
         self.crop = _spin(0, 4096, 0, special="model default", step=16)
-        self.crop.setToolTip("Sliding-window size in resized pixels")
+        self.crop.setToolTip("The model looks at the image in square windows of this many "
+                             "pixels (of the resized image)")
         self.stride = _spin(0, 4096, 0, special="model default", step=16)
-        self.stride.setToolTip("Step between windows (at most the window size)")
+        self.stride.setToolTip("The step from one window to the next (at most the window "
+                               "size; smaller = more overlap, slower)")
         self.short_side = _spin(0, 8192, 448, special="original size", step=32)
-        self.short_side.setToolTip("Resize so the short side has this many pixels first")
+        self.short_side.setToolTip("The image is first resized so its short side has this "
+                                   "many pixels: larger finds smaller objects, slower")
         self.batch_size = _spin(1, 256, 8)
-        self.batch_size.setToolTip("Windows per forward pass and per progress step")
+        self.batch_size.setToolTip("Windows read at once (one progress step each batch); "
+                                   "lower it if memory runs out")
         inner = QWidget()
         adv = QFormLayout(inner)
         adv.setContentsMargins(0, 0, 0, 0)
@@ -127,8 +158,22 @@ class SettingsPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.advanced)
         self._entries: dict[str, Any] = {}
-        self.model.currentTextChanged.connect(self._on_model)
-        self._on_model(self.model.currentText())
+        self.model.currentIndexChanged.connect(lambda _i: self._on_model(self.model_name()))
+        self.set_model(default_model())
+        self._on_model(self.model_name())
+
+    def model_name(self) -> str:
+        """The name of the chosen model (without the marks shown in the box)."""
+        return self.model.currentData() or self.model.currentText()
+
+    def set_model(self, name: str) -> None:
+        """Choose model ``name`` (a registry name, or one added with ``add_model_name``)."""
+        index = self.model.findData(name)
+        if index < 0:
+            from clipseg.errors import InvalidInputError
+
+            raise InvalidInputError(f"model: expected one of the listed models, got {name!r}")
+        self.model.setCurrentIndex(index)
 
     def _entry(self, name: str) -> Any | None:
         """Registry entry of ``name`` (or of a model added by name), None if unknown."""
@@ -147,10 +192,14 @@ class SettingsPanel(QWidget):
         entry = self._entry(name)
         if entry is None:
             return
+        from .model_choice import is_toy
+
         self.short_side.setValue(entry.short_side or 0)
-        self.model.setToolTip(f"{entry.description}\nwindow {entry.crop}, stride "
-                              f"{entry.stride}, short side {entry.short_side}, middle layer "
-                              f"{entry.middle_layer}")
+        toy = ("\nA toy trained on the synthetic shapes sample: it shows how the widget works "
+               "offline, it knows nothing about real images.") if is_toy(name) else ""
+        self.model.setToolTip(f"The CLIP model that reads the image and the class names.\n"
+                              f"{entry.description}: windows of {entry.crop} pixels, "
+                              f"images resized to a short side of {entry.short_side}.{toy}")
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
@@ -163,15 +212,15 @@ class SettingsPanel(QWidget):
         """List ``name`` in the model box (if new) and select it; ``entry`` gives its defaults."""
         if entry is not None:
             self._entries[name] = entry
-        if self.model.findText(name) < 0:
-            self.model.addItem(name)
-        self.model.setCurrentText(name)
+        if self.model.findData(name) < 0:
+            self.model.addItem(name, name)
+        self.set_model(name)
 
     def options(self) -> dict[str, Any]:
         """The flat ``SegmentConfig`` options these controls set (validated by the caller)."""
         ckpt = self.checkpoint.text().strip()
         return {
-            "model": self.model.currentText(),
+            "model": self.model_name(),
             "checkpoint": ckpt or None,
             "device": self.device.currentText(),
             "method": self.readout.currentText(),

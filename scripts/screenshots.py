@@ -41,7 +41,7 @@ def main() -> None:
     image, truth = viewer.open_sample("napari-clipseg", "shapes")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-clipseg", WIDGET)
     widget.set_layer(image.name)
-    widget.settings.model.setCurrentText(args.model)
+    widget.settings.set_model(args.model)
     widget.settings.device.setCurrentText("cpu")
     widget.classes.suggest_button.click()  # the sample's own class list
     widget.classes.set_threshold(widget.classes.class_names()[0], 0.3)

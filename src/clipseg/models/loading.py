@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint_safely, load_state_into
 from .registry import ModelEntry, get_entry, optional_module, synthesise_entry
 
 __all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
-           "resolve_device", "resolve_precision"]
+           "resolve_device", "resolve_precision", "weights_available"]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
@@ -182,6 +182,31 @@ def _cached_hf_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
         if isinstance(found, str):
             return found
     return None
+
+
+def weights_available(config: ModelConfig) -> bool:
+    """Whether :func:`load_model` finds the weights of ``config`` on this machine.
+
+    Looks only at local files (the checkpoint, the entry's own file, the Hugging Face and
+    open_clip caches); never touches the network. False for an unknown model name.
+    """
+    try:
+        entry = get_entry(config.model)
+        if config.pretrained is not None and config.pretrained != entry.pretrained:
+            entry = get_entry(f"{entry.arch}/{config.pretrained}")
+    except (InvalidConfigError, UnsupportedModelError):
+        return False
+    checkpoint = config.checkpoint or entry.checkpoint
+    if checkpoint is not None:
+        return os.path.isfile(checkpoint)
+    if entry.pretrained is None:
+        return False
+    cfg = open_clip.get_pretrained_cfg(entry.arch, entry.pretrained)
+    if _cached_hf_file(cfg, config.cache_dir) is not None:
+        return True
+    url = cfg.get("url") or ""
+    folder = config.cache_dir or os.path.expanduser("~/.cache/clip")
+    return bool(url) and os.path.isfile(os.path.join(folder, os.path.basename(url)))
 
 
 def _weights_path(entry: ModelEntry, cache_dir: str | None) -> str:
