@@ -230,10 +230,15 @@ class EditTracker:
             self._notify()
 
     def _push(self, step: _Step) -> None:
-        """A new napari history item: napari has dropped its redo stack, so does the mirror."""
+        """A new napari history item: napari has dropped its redo stack, so does the mirror.
+
+        An item that changed no pixel overall (a stroke that painted a pixel back) changes no
+        ownership either and its undo cannot be seen: it is left out of the mirror.
+        """
         self._undone.clear()
-        self._applied.append(step)
-        del self._applied[:-MAX_STEPS]
+        if step.idx.size:
+            self._applied.append(step)
+            del self._applied[:-MAX_STEPS]
 
     def _claim_untracked(self, plane: tuple[int, ...]) -> int:
         """Mark as human-owned the pixels of ``plane`` changed outside napari's history."""
