@@ -152,6 +152,10 @@ class SettingsPanel(QWidget):
         adv.addRow("windows per batch", self.batch_size)
         self.advanced = QCollapsible("Advanced")
         self.advanced.addWidget(inner)
+        header = self.advanced.findChild(QPushButton)
+        if header is not None:
+            header.setToolTip("Show or hide the window settings (the model's defaults suit "
+                              "most images)")
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
