@@ -120,6 +120,10 @@ def _item_changes(item: Any, shape: tuple[int, ...]
     if not parts:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
+    if len(parts) == 1:  # one atom writes each of its pixels once (no sorting needed)
+        idx, old, new = parts[0]
+        moved = old != new
+        return idx[moved], old[moved], np.asarray(new)[moved]
     idx = np.concatenate([p[0] for p in parts])
     old = np.concatenate([np.asarray(p[1]) for p in parts])
     new = np.concatenate([np.asarray(p[2]) for p in parts])

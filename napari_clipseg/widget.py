@@ -287,11 +287,7 @@ class ClipSegWidget(QWidget):
         source = request.source
         if find_target(self.viewer, source.name, source.label_shape) is None:
             return None
-        if not self.session.can_relabel(request):
-            self._set_status("The classes or thresholds changed: press Run to segment with "
-                             "them (this image has to be read again).")
-            return None
-        return self._start(request)
+        return self._start(request)  # the job refuses a plane with nothing cached
 
     def _start(self, request: JobRequest) -> Any:
         from napari.qt.threading import create_worker
@@ -355,7 +351,8 @@ class ClipSegWidget(QWidget):
         self.progress.setRange(0, 1)
         if isinstance(result, JobFailure):
             if result.message.startswith("live update"):
-                self._set_status("The change needs a new Run (press Run).")
+                self._set_status("The classes or thresholds changed: press Run to segment "
+                                 "with them (this image has to be read again).")
             elif self._worker_live:
                 self._set_status(f"not updated: {result.message}", error=True)
             else:
