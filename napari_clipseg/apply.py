@@ -96,7 +96,7 @@ def apply_result(viewer: Any, result: JobResult, mode: str, ownership: Ownership
         kwargs["metadata"][EDITS_KEY] = np.zeros(data.shape, dtype=bool)
         layer = viewer.add_labels(data, name=labels_layer_name(source.name), scale=source.scale,
                                   translate=source.translate, opacity=0.6, **kwargs)
-        report = WriteReport(written=int(np.count_nonzero(data)))
+        report = WriteReport(written=int(np.count_nonzero(data)), created=True)
     else:
         layer = target
         tracker = ownership.tracker(layer)

@@ -81,7 +81,7 @@ class ImagePanel(QWidget):
         self.planes.addItems(list(PLANE_MODES))
         self.planes.setToolTip("Segment the plane shown in the viewer, or every plane of the "
                                "stack (with progress)")
-        self.combine = QCheckBox("combine single-channel layers as red, green, blue")
+        self.combine = QCheckBox("combine layers as R, G, B")
         self.combine.setToolTip("For a multichannel file napari opened as one layer per "
                                 "channel: pick up to three of those layers and segment them "
                                 "together as one colour image")
@@ -99,9 +99,12 @@ class ImagePanel(QWidget):
         self.rgb_box.setVisible(False)
 
         self.question = QFrame()
-        self.question.setFrameShape(QFrame.Shape.StyledPanel)
+        self.question.setObjectName("clipsegQuestion")
+        self.question.setStyleSheet("QFrame#clipsegQuestion { border: 1px solid #e5c07b; "
+                                    "border-radius: 4px; }")
         self.question_text = QLabel("")
         self.question_text.setWordWrap(True)
+        self.question_text.setStyleSheet("color: #e5c07b;")
         self.as_channels = QPushButton("channels")
         self.as_channels.setToolTip("The short axis holds channels: combine them into colours")
         self.as_planes = QPushButton("planes")

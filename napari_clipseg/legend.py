@@ -72,6 +72,8 @@ class Legend(QWidget):
                               "change it")
         self.table.setMaximumHeight(190)
         self.empty = QLabel("Run a segmentation: its classes appear here.")
+        self.title = QLabel("")
+        self.title.setToolTip("The result layer these classes belong to")
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setToolTip("Pixels you painted, filled or erased are yours: a re-run "
@@ -81,6 +83,7 @@ class Legend(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.empty)
+        layout.addWidget(self.title)
         layout.addWidget(self.table)
         layout.addWidget(self.summary)
         layout.addWidget(self.message)
@@ -126,6 +129,8 @@ class Legend(QWidget):
             layer = self.layer = None
         self.empty.setVisible(layer is None)
         self.table.setVisible(layer is not None)
+        self.title.setVisible(layer is not None)
+        self.title.setText(f"layer '{layer.name}'" if layer is not None else "")
         if layer is None:
             self._labels = []
             self.table.setRowCount(0)

@@ -25,6 +25,8 @@ from .messages import weights_missing
 #: Seconds the connection probe may take before the network counts as unreachable.
 PROBE_SECONDS = 2.0
 TOY_MARK = "toy demo model"
+#: The marks in the model box (short: the box must not widen the dock).
+TOY_LABEL = "toy"
 DOWNLOAD_MARK = "download needed"
 
 
@@ -65,7 +67,7 @@ def best_model(names: Sequence[str]) -> str:
 def display_name(name: str, is_available: bool | None = None) -> str:
     """The combo-box text of model ``name``."""
     if is_toy(name):
-        return f"{name}  ({TOY_MARK})"
+        return f"{name}  ({TOY_LABEL})"
     if is_available is None:
         is_available = available(name)
     return name if is_available else f"{name}  ({DOWNLOAD_MARK})"

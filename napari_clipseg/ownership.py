@@ -324,12 +324,14 @@ class EditTracker:
 
 @dataclass
 class WriteReport:
-    """What one machine write did: pixels rewritten, human-owned pixels kept, edits found."""
+    """What one machine write did: pixels rewritten, human-owned pixels kept, edits found,
+    human-owned pixels handed back to the machine ("replace all"); ``created``: a new layer."""
 
     written: int = 0
     kept: int = 0
     untracked: int = 0
     released: int = 0
+    created: bool = False
 
 
 class MachineWriter:

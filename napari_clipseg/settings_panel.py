@@ -82,6 +82,10 @@ class SettingsPanel(QWidget):
         for name in list_models():
             self.model.addItem(display_name(name), name)
         self.model.setToolTip("The CLIP model that reads the image and the class names")
+        # long names ("... (download needed)") must not widen the dock; the list shows them
+        self.model.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(24)
         self.checkpoint = QLineEdit()
         self.checkpoint.setPlaceholderText("optional local weights file (.safetensors, .pt)")
         self.checkpoint.setToolTip("A weights file on this computer for the chosen model, used "

@@ -296,6 +296,8 @@ class ClipSegWidget(QWidget):
         self._set_running(True)
         self._worker_live = request.live
         if not request.live:
+            self.live.timer.stop()  # this run already uses every edit made so far
+            self.live.pending = False
             self._pbar = progress(total=0, desc="clipseg")
         worker = create_worker(guarded_run, self.session, request, _start_thread=False,
                                _connect={"yielded": self._on_progress,
@@ -315,6 +317,8 @@ class ClipSegWidget(QWidget):
             self._fail(str(exc))
             return None
         self._worker_live = live
+        if not live:
+            self.live.timer.stop()  # this run already uses every edit made so far
         result = drive(guarded_run(self.session, request), self._on_progress)
         self._on_returned(result)
         return self.last_layer
@@ -386,7 +390,9 @@ class ClipSegWidget(QWidget):
             how = "re-labelled from cached embeddings" if result.relabelled else "segmented"
             head = (f"{how.capitalize()} {len(result.labels)} plane(s) with "
                     f"{len(result.class_names)} classes into '{layer.name}'")
-            if mode != "new layer" and (report.written or report.kept or report.released):
+            if report.created:
+                head += f": {report.written:,} pixels labelled"
+            else:
                 head += f": {report.written:,} pixels changed"
         if report.kept:
             head += f", {report.kept:,} of your pixels kept"

@@ -135,7 +135,7 @@ def test_default_model_is_the_best_that_can_load_and_the_toy_is_marked(viewer_wi
     _viewer, widget = viewer_widget
     box = widget.settings.model
     texts = {box.itemData(i): box.itemText(i) for i in range(box.count())}
-    assert "toy demo model" in texts["clipseg-demo-tiny"]
+    assert texts["clipseg-demo-tiny"].endswith("(toy)")
     assert "download needed" in texts["ViT-B-16/openai"]  # nothing is cached in the tests
     from napari_clipseg.settings_panel import SettingsPanel, default_model
 
