@@ -438,6 +438,11 @@ class Ownership:
         """The tracker of ``layer`` (made on first use unless ``create`` is False)."""
         tracker = self._trackers.get(layer.unique_id)
         if tracker is None and create:
+            mask = layer.metadata.get(EDITS_KEY) if isinstance(layer.metadata, dict) else None
+            if any(mask is other.human for other in self._trackers.values()):
+                meta = dict(layer.metadata)  # a duplicated layer: its own copy of the mask
+                meta[EDITS_KEY] = mask.copy()
+                layer.metadata = meta
             tracker = self._trackers[layer.unique_id] = EditTracker(layer)
         return tracker
 

@@ -274,3 +274,14 @@ def test_edited_pixels_force_a_new_vit_pass(segmented, tiny_loaded):
     assert passes.count > 0
     ref = reference(tiny_loaded, image[::-1].copy(), CLASSES)
     np.testing.assert_array_equal(layer.data, ref.labels)
+
+
+def test_a_duplicated_layer_gets_its_own_edit_record(segmented):
+    viewer, widget, _image, layer = segmented
+    human = edit(layer)
+    data, meta, _ = viewer.layers[layer.name].as_layer_data_tuple()
+    copy = viewer.add_labels(data.copy(), **{**meta, "name": "copy"})  # as Duplicate Layer does
+    assert copy.metadata[EDITS_KEY] is not layer.metadata[EDITS_KEY]
+    np.testing.assert_array_equal(copy.metadata[EDITS_KEY], human)
+    copy.paint((20, 20), 3)
+    np.testing.assert_array_equal(layer.metadata[EDITS_KEY], human)  # untouched
