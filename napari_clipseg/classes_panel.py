@@ -45,8 +45,9 @@ class ClassesPanel(QWidget):
         self.text = QPlainTextEdit()
         self.text.setPlaceholderText("one class per line; synonyms after ';'\n"
                                      "e.g.\ncat; kitten\ngrass\nsky")
-        self.text.setToolTip("Class names, one per line (or comma-separated). Synonyms of a "
-                             "class follow its name after ';' and the best one scores.")
+        self.text.setToolTip("The classes to find, one per line (or separated by commas). "
+                             "Other words for the same class follow its name after ';' "
+                             "(e.g. 'car; automobile'); the best-matching word counts.")
         self.text.setMinimumHeight(80)
         self.text.setMaximumHeight(130)
         self.load_button = QPushButton("Load…")
@@ -54,7 +55,8 @@ class ClassesPanel(QWidget):
         self.save_button = QPushButton("Save…")
         self.save_button.setToolTip("Write the class list to a text file")
         self.suggest_button = QPushButton("Suggested")
-        self.suggest_button.setToolTip("Use the class list stored with the selected image")
+        self.suggest_button.setToolTip("Use the class list that comes with the selected image "
+                                       "(the samples have one)")
         self.suggest_button.setEnabled(False)
         self._suggested: list[str] = []
         self.message = QLabel("")
@@ -63,8 +65,8 @@ class ClassesPanel(QWidget):
         self.table.setHorizontalHeaderLabels(["class", "threshold"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
-        self.table.setToolTip("Per-class minimum probability; 'global' uses the unlabeled "
-                              "threshold below")
+        self.table.setToolTip("The lowest score a pixel needs to get this class; 'global' "
+                              "uses 'unlabeled below' (under Method) for the class")
         self.table.setMaximumHeight(140)
 
         buttons = QHBoxLayout()
@@ -116,6 +118,32 @@ class ClassesPanel(QWidget):
         raise InvalidInputError(f"class {name!r}: expected one of the listed classes "
                                 f"{self._names()}")
 
+    def rename(self, old: str, new: str) -> bool:
+        """Rename class ``old`` to ``new`` in the list (its synonyms stay); False if not listed.
+
+        The list is rewritten one class per line, synonyms after ';'; a per-class threshold
+        follows the class to its new name.
+        """
+        from clipseg.text import parse_classes
+
+        try:
+            specs = parse_classes(self.class_text())
+        except ClipSegError:
+            return False
+        if old not in [spec.name for spec in specs]:
+            return False
+        kept = {name: value for name, value in self.thresholds().items()}
+        lines = []
+        for spec in specs:
+            names = list(spec.synonyms)
+            if spec.name == old:
+                names = [new] + [s for s in names[1:] if s.lower() != new.lower()]
+            lines.append("; ".join(names) + ("," if len(specs) == 1 and len(names) > 1 else ""))
+        self.set_text("\n".join(lines))
+        if old in kept:
+            self.set_threshold(new, kept[old])
+        return True
+
     def set_suggested(self, classes: list[str]) -> None:
         """Offer ``classes`` (from the image layer's metadata) through the Suggested button."""
         self._suggested = list(classes)
@@ -146,6 +174,8 @@ class ClassesPanel(QWidget):
             spin.setSingleStep(0.05)
             spin.setDecimals(2)
             spin.setSpecialValueText("global")
+            spin.setToolTip(f"The lowest score a pixel needs to become '{name}'; 'global' = "
+                            "the value of 'unlabeled below'")
             spin.setValue(old.get(name, GLOBAL))
             spin.valueChanged.connect(lambda _v: self.changed.emit())
             self.table.setCellWidget(row, 1, spin)

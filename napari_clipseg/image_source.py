@@ -9,10 +9,14 @@ Axes vocabulary (for a layer whose data has shape ``S``):
 
 - *spatial* axes: the last two non-channel axes, ``(H, W)``;
 - *channel* axis: the RGB(A) axis of an ``rgb`` layer (always last) or the axis the user picks
-  as the channel axis of multichannel data (combined into RGB by :func:`clipseg.image.as_rgb01`);
+  as the channel axis of multichannel data (any axis but the last two, or the last one;
+  combined into RGB by :func:`clipseg.image.as_rgb01`);
 - *plane* axes: every other axis (Z, T, ...): one plane per index combination.
 
 Labels produced for this source have shape ``label_shape`` = the plane axes followed by ``H, W``.
+
+:func:`combined_source` makes one source of up to three single-channel layers (napari's
+one-layer-per-channel split of a multichannel file) shown as R, G and B.
 """
 from __future__ import annotations
 
@@ -54,8 +58,10 @@ class ImageSource:
     level : int
         Resolution level used for a multiscale layer (0 otherwise).
     key : tuple
-        Identity of the pixels this source reads (layer, level, channels, contrast), used to decide
-        whether cached embeddings still apply.
+        Identity of the pixels this source reads (layer, level, channels, contrast).
+    origin : tuple of (unique_id, shape)
+        The layers read and the shape of their data when the source was made: a result is
+        dropped when one of them has gone or changed shape meanwhile (:func:`source_changed`).
     """
 
     name: str
@@ -70,6 +76,7 @@ class ImageSource:
     translate: tuple[float, ...]
     level: int = 0
     key: tuple = field(default=(), compare=False)
+    origin: tuple = field(default=(), compare=False)
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -189,7 +196,8 @@ def image_source(layer: Any, world_point: Sequence[float], *, channel_axis: int 
     world_point : sequence of float
         ``viewer.dims.point``: picks the current plane of a stack.
     channel_axis : int or None
-        For a non-RGB layer, the data axis that holds channels (not one of the last two).
+        For a non-RGB layer, the data axis that holds channels (not one of the last two, or the
+        last one).
     channels : (r, g, b) of int or None, or None
         Channels mapped to R, G, B (see :func:`parse_channels`); default: the converter's.
     short_side : int or None
@@ -222,9 +230,10 @@ def image_source(layer: Any, world_point: Sequence[float], *, channel_axis: int 
         raise InvalidInputError(f"{layer.name}: an RGB layer already has its colour axis; "
                                 f"expected no channel axis, got {channel_axis}")
     if channel_axis is not None:
-        if not (isinstance(channel_axis, int) and 0 <= channel_axis < ndim - 2):
+        if not (isinstance(channel_axis, int) and ndim >= 3
+                and (0 <= channel_axis < ndim - 2 or channel_axis == ndim - 1)):
             raise InvalidInputError(f"{layer.name}: expected a channel axis in 0..{ndim - 3} "
-                                    f"(not one of the last two axes), got {channel_axis!r}")
+                                    f"or the last axis {ndim - 1}, got {channel_axis!r}")
     channel_set = {channel_axis} if channel_axis is not None else set()
     non_channel = [a for a in range(ndim) if a not in channel_set]
     if len(non_channel) < 2:
@@ -258,4 +267,86 @@ def image_source(layer: Any, world_point: Sequence[float], *, channel_axis: int 
     key = (id(layer), id(data), level, rgb, channel_axis, channels, limits)
     return ImageSource(name=layer.name, data=data, rgb=rgb, channel_axis=channel_axis,
                        channels=channels, contrast_limits=limits, plane_axes=plane_axes,
-                       current=current, scale=scale, translate=translate, level=level, key=key)
+                       current=current, scale=scale, translate=translate, level=level, key=key,
+                       origin=((layer.unique_id, _shape(layer)),))
+
+
+def _shape(layer: Any) -> tuple[int, ...]:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(int(n) for n in data.shape)
+
+
+def source_changed(source: ImageSource, layers: Sequence[Any]) -> str | None:
+    """Why a result of ``source`` must not be applied any more, or None if it still fits.
+
+    ``layers`` are the viewer's layers. A layer of ``source.origin`` that is gone or whose data
+    changed shape since the request makes the result stale.
+    """
+    by_id = {layer.unique_id: layer for layer in layers}
+    for unique_id, shape in source.origin:
+        layer = by_id.get(unique_id)
+        if layer is None:
+            return "its image layer was deleted during the run"
+        if _shape(layer) != shape:
+            return (f"the image layer '{layer.name}' changed shape during the run (from "
+                    f"{shape} to {_shape(layer)})")
+    return None
+
+
+@dataclass(frozen=True)
+class CombinedSource(ImageSource):
+    """Up to three single-channel layers of the same shape shown as R, G, B.
+
+    ``parts`` holds one :class:`ImageSource` (or None: a black channel) per colour; each part is
+    normalised by its own layer's contrast limits.
+    """
+
+    parts: tuple = ()
+
+    def read_plane(self, index: PlaneIndex) -> np.ndarray:
+        """``(H, W, 3)`` float32 in [0, 1]: each part's gray plane in its colour channel."""
+        planes = [None if part is None else part.read_plane(index)[..., 0]
+                  for part in self.parts]
+        shape = next(p.shape for p in planes if p is not None)
+        out = np.zeros((*shape, 3), dtype=np.float32)
+        for c, plane in enumerate(planes):
+            if plane is not None:
+                out[..., c] = plane
+        return out
+
+
+def combined_source(layers: Sequence[Any | None], world_point: Sequence[float], *,
+                    short_side: int | None = None) -> CombinedSource:
+    """One source of the layers ``(red, green, blue)`` (None = a black channel).
+
+    Raises
+    ------
+    InvalidInputError
+        No layer, an RGB or multiscale layer, or layers of different shapes.
+    """
+    chosen = [layer for layer in layers if layer is not None]
+    if not chosen:
+        raise InvalidInputError("red, green, blue: expected at least one image layer, got none; "
+                                "pick a layer for at least one colour")
+    parts = []
+    for colour, layer in zip(("red", "green", "blue"), layers):
+        if layer is None:
+            parts.append(None)
+            continue
+        if layer.rgb or getattr(layer, "multiscale", False):
+            raise InvalidInputError(f"{colour}: expected a single-channel image layer, got "
+                                    f"'{layer.name}' ({'RGB' if layer.rgb else 'multiscale'})")
+        parts.append(image_source(layer, world_point, short_side=short_side))
+    first = next(p for p in parts if p is not None)
+    for part in parts:
+        if part is not None and part.label_shape != first.label_shape:
+            raise InvalidInputError(f"red, green, blue: expected layers of one shape, got "
+                                    f"{first.name} {first.label_shape} and {part.name} "
+                                    f"{part.label_shape}")
+    name = "+".join(p.name for p in parts if p is not None)
+    return CombinedSource(
+        name=name, data=first.data, rgb=False, channel_axis=None, channels=None,
+        contrast_limits=first.contrast_limits, plane_axes=first.plane_axes,
+        current=first.current, scale=first.scale, translate=first.translate, level=0,
+        key=tuple(p.key if p is not None else None for p in parts),
+        origin=tuple(o for p in parts if p is not None for o in p.origin), parts=tuple(parts))

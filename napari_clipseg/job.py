@@ -2,17 +2,23 @@
 
 :class:`Session` owns the loaded models and the engine's :class:`clipseg.pipeline.Segmenter`
 (whose cache holds the window embeddings of the last plane). :meth:`Session.run` is a generator
-yielding :class:`JobProgress` once per engine step and returning a :class:`JobResult`; the widget
-hands it to a napari ``GeneratorWorker`` (whose ``quit()`` stops it at the next yield), while
-tests and scripts drain it synchronously with :func:`drive`.
+yielding :class:`JobProgress` and returning a :class:`JobResult`; the widget hands it to a
+napari ``GeneratorWorker`` (whose ``quit()`` stops it at the next yield), while tests and
+scripts drain it synchronously with :func:`drive`.
 
-The session keeps one Segmenter while the model, readout and windows stay the same, and passes
-the label and refine options per run; the engine's own cache (keyed by the pixels) then skips
-the ViT pass when only the class list, prompts, thresholds or PAMR changed.
+- The session keeps one Segmenter while the model, readout and windows stay the same; the
+  engine's cache (keyed by the pixels) then skips the ViT pass when only the class list,
+  prompts, thresholds or PAMR changed.
+- It also keeps, for the last plane, each pixel's best class and its probability, so a change
+  of thresholds alone is a comparison per pixel (no stitching, no text).
+- A model loads in a thread of its own while the job polls it, yielding every
+  :data:`POLL_SECONDS`: a cancelled job ends at once and the load finishes in the background
+  (the next run picks it up).
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +31,10 @@ from clipseg.errors import ClipSegError, InvalidInputError
 from clipseg.generators import drain, relay
 
 from .image_source import ImageSource, PlaneIndex
+from .messages import for_gui
+
+#: How often a job waiting for a model load yields (so Cancel takes effect).
+POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class JobRequest:
         All engine options.
     scores : bool
         Keep the per-class probabilities ``(K, H, W)`` of every plane.
+    live : bool
+        A live update: only from cached embeddings; never a ViT pass, never a model load.
     """
 
     source: ImageSource
@@ -50,6 +62,7 @@ class JobRequest:
     classes: str
     config: SegmentConfig
     scores: bool = False
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class JobProgress:
     def text(self) -> str:
         """Short human-readable description, e.g. ``"plane 2/5 - windows 3/8"``."""
         head = f"plane {self.plane + 1}/{self.n_planes} - " if self.n_planes > 1 else ""
+        if self.stage == "loading model":
+            return f"{head}loading the model…"
         return f"{head}{self.stage} {self.done}/{self.total}"
 
 
@@ -83,7 +98,7 @@ class JobResult:
     synonyms : list of list of str
     model_name : str
     relabelled : bool
-        True when the result came from cached embeddings (no ViT pass).
+        True when no ViT pass ran (cached embeddings, or thresholds only).
     """
 
     request: JobRequest
@@ -95,9 +110,46 @@ class JobResult:
     relabelled: bool = False
 
 
+@dataclass(frozen=True)
+class JobFailure:
+    """An expected failure (bad input, missing weights, out of memory) with a message for users."""
+
+    message: str
+
+
 def _model_key(config: SegmentConfig) -> tuple:
     m = config.model
     return (m.model, m.pretrained, m.checkpoint, m.device, m.precision, m.cache_dir)
+
+
+class _Load:
+    """A model load running in a daemon thread (so a hung download never blocks anything)."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+        def target() -> None:
+            try:
+                self.result = load()
+            except BaseException as exc:  # noqa: BLE001 - handed to the job that waits
+                self.error = exc
+            finally:
+                self.done.set()
+
+        threading.Thread(target=target, daemon=True, name="clipseg-model-load").start()
+
+
+@dataclass
+class _Scores:
+    """Best class and its probability per pixel of the last plane, for threshold changes."""
+
+    image: np.ndarray           # (H, W, 3) float32 the scores belong to
+    key: tuple                  # classes, prompts, logit scale, refine, segmenter
+    top: np.ndarray             # (H, W) float32
+    arg: np.ndarray             # (H, W) int64, class index 0..K-1
+    model_name: str
 
 
 class Session:
@@ -106,7 +158,8 @@ class Session:
     Parameters
     ----------
     loader : callable, optional
-        ``ModelConfig -> LoadedModel``; default :func:`clipseg.models.load_model`.
+        ``ModelConfig -> LoadedModel``; default :func:`clipseg.models.load_model`, after the
+        quick offline check of :func:`napari_clipseg.model_choice.check_weights`.
 
     Notes
     -----
@@ -116,9 +169,11 @@ class Session:
     def __init__(self, loader: Callable[[Any], Any] | None = None) -> None:
         self._loader = loader
         self._models: dict[tuple, Any] = {}
+        self._loads: dict[tuple, _Load] = {}
         self._custom: dict[str, Any] = {}
         self._segmenter: Any = None
         self._segmenter_model: tuple | None = None
+        self._scores: _Scores | None = None
 
     # -- models -----------------------------------------------------------------------------
     def add_model(self, name: str, model: Any) -> None:
@@ -132,6 +187,7 @@ class Session:
         self._models = {k: v for k, v in self._models.items() if k[0] != name}
         if self._segmenter_model is not None and self._segmenter_model[0] == name:
             self._segmenter = None  # it holds the previous model under this name
+            self._scores = None
 
     def loaded(self, name: str) -> Any:
         """The model added as ``name`` with :meth:`add_model`."""
@@ -145,20 +201,40 @@ class Session:
         """Names registered with :meth:`add_model`."""
         return list(self._custom)
 
-    def model_for(self, config: SegmentConfig) -> Any:
-        """The LoadedModel for ``config.model`` (the last one loaded is kept for reuse)."""
+    def _load(self, config: Any) -> Any:
+        if self._loader is not None:
+            return self._loader(config)
+        from clipseg.models import load_model
+
+        from .model_choice import check_weights
+
+        check_weights(config)  # fails within seconds when the weights cannot be had
+        return load_model(config)
+
+    def model_for(self, config: SegmentConfig) -> Generator[JobProgress, None, Any]:
+        """The LoadedModel for ``config.model``, loaded in a thread while this polls it.
+
+        Yields ``JobProgress("loading model")`` every :data:`POLL_SECONDS` while loading.
+        The last model loaded is kept for reuse (weights can take gigabytes).
+        """
         name = config.model.model
         if name in self._custom and config.model.checkpoint is None:
             return self._custom_on_device(name, config.model.device)
         key = _model_key(config)
-        if key not in self._models:
-            loader = self._loader
-            if loader is None:
-                from clipseg.models import load_model as loader
-            self._models.clear()  # keep one loaded model: weights can take gigabytes
-            self._segmenter = None
-            self._models[key] = loader(config.model)
-        return self._models[key]
+        if key in self._models:
+            return self._models[key]
+        load = self._loads.get(key)
+        if load is None:
+            load = self._loads[key] = _Load(lambda: self._load(config.model))
+        while not load.done.wait(POLL_SECONDS):
+            yield JobProgress(0, 1, "loading model", 0, 1)
+        del self._loads[key]
+        if load.error is not None:
+            raise load.error
+        self._models = {key: load.result}
+        self._segmenter = None
+        self._scores = None
+        return load.result
 
     def _custom_on_device(self, name: str, device: str) -> Any:
         """The added model ``name``, moved (in place) to ``device`` unless that is "auto"."""
@@ -172,12 +248,14 @@ class Session:
             loaded = dataclasses.replace(loaded, model=loaded.model.to(target), device=target)
             self._custom[name] = loaded
             self._segmenter = None  # it holds the model on its previous device
+            self._scores = None
         return loaded
 
     def forget_embeddings(self) -> None:
-        """Drop the engine's cached embeddings (after a failed run)."""
+        """Drop the engine's cached embeddings and scores (after a failed run)."""
         if self._segmenter is not None:
             self._segmenter.clear_cache()
+        self._scores = None
 
     # -- running ----------------------------------------------------------------------------
     def _reusable(self, config: SegmentConfig) -> bool:
@@ -195,18 +273,42 @@ class Session:
         return (len(request.planes) == 1 and self._reusable(request.config)
                 and self._segmenter.is_cached(request.source.read_plane(request.planes[0])))
 
-    def _segmenter_for(self, config: SegmentConfig) -> Any:
-        """The Segmenter for ``config``, kept while only labels/refine options change.
-
-        A Segmenter's configuration is fixed, so any other change makes a new one; the loaded
-        model is shared through :meth:`model_for`.
-        """
+    def _segmenter_for(self, config: SegmentConfig) -> Generator[JobProgress, None, Any]:
+        """The Segmenter for ``config``, kept while only labels/refine options change."""
         from clipseg.pipeline import Segmenter
 
         if not self._reusable(config):
-            self._segmenter = Segmenter(config, model=self.model_for(config))
+            model = yield from self.model_for(config)
+            self._segmenter = Segmenter(config, model=model)
             self._segmenter_model = _model_key(config)
+            self._scores = None
         return self._segmenter
+
+    def _score_key(self, specs: list[Any], config: SegmentConfig) -> tuple:
+        labels = config.labels
+        return (tuple((s.name, tuple(s.synonyms)) for s in specs), labels.prompts,
+                labels.logit_scale, config.refine, id(self._segmenter))
+
+    def _from_scores(self, image: np.ndarray, specs: list[Any], config: SegmentConfig
+                     ) -> np.ndarray | None:
+        """Labels from the kept scores when only thresholds changed, else None."""
+        from clipseg.labels import class_threshold_vector, label_dtype
+
+        kept = self._scores
+        if kept is None or kept.key != self._score_key(specs, config) \
+                or kept.image.shape != image.shape or not np.array_equal(kept.image, image):
+            return None
+        thresholds = class_threshold_vector([s.name for s in specs], config.labels)
+        keep = kept.top >= thresholds[kept.arg]
+        labels = np.where(keep, kept.arg + 1, 0).astype(label_dtype(len(specs)))
+        return labels
+
+    def _keep_scores(self, image: np.ndarray, specs: list[Any], config: SegmentConfig,
+                     out: Any) -> None:
+        probs = torch.from_numpy(np.asarray(out.probs))
+        top, arg = probs.max(dim=0)  # the engine's own reduction (labels.labels_from_logits)
+        self._scores = _Scores(image=image, key=self._score_key(specs, config),
+                               top=top.numpy(), arg=arg.numpy(), model_name=out.model_name)
 
     def run(self, request: JobRequest) -> Generator[JobProgress, None, JobResult]:
         """Segment every plane of ``request``; yields progress, returns the result.
@@ -214,6 +316,11 @@ class Session:
         Stopping the iteration early (a cancelled worker) leaves nothing half-applied: results
         only reach the viewer through the returned :class:`JobResult`, and the engine writes its
         cache only when a plane's window pass is complete.
+
+        Raises
+        ------
+        ClipSegError
+            For a live request (``request.live``) whose plane is not cached.
         """
         from clipseg.text import parse_classes
 
@@ -223,17 +330,29 @@ class Session:
         n = len(request.planes)
         if n == 0:
             raise InvalidInputError("planes: expected at least one plane to segment, got none")
+        config = request.config
+        if request.live and not (n == 1 and self._reusable(config)):
+            raise NotCached("live update: the model or window settings changed; press Run")
         yield JobProgress(0, n, "model", 0, 1)
-        seg = self._segmenter_for(request.config)
+        seg = yield from self._segmenter_for(config)
         yield JobProgress(0, n, "model", 1, 1)
         reused = []
         for p, plane in enumerate(request.planes):
             image = request.source.read_plane(plane)
+            fast = None if request.scores else self._from_scores(image, specs, config)
+            if fast is not None:
+                result.labels[plane] = fast
+                result.model_name = self._scores.model_name
+                reused.append(True)
+                yield JobProgress(p, n, "labels", 1, 1)
+                continue
+            if request.live and not seg.is_cached(image):
+                raise NotCached("live update: this plane has no cached embeddings; press Run")
             out = yield from relay(
-                seg.run(image, specs, labels=request.config.labels,
-                        refine=request.config.refine),
+                seg.run(image, specs, labels=config.labels, refine=config.refine),
                 lambda step, p=p: JobProgress(p, n, step.stage, step.done, step.total))
             self._store(result, plane, out, request.scores)
+            self._keep_scores(image, specs, config, out)
             reused.append(out.reused_embeddings)
         result.relabelled = all(reused)
         return result
@@ -251,11 +370,8 @@ class Session:
             result.probs[plane] = np.asarray(out.probs, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class JobFailure:
-    """An expected failure (bad input, missing weights, out of memory) with a message for users."""
-
-    message: str
+class NotCached(ClipSegError):
+    """A live update found nothing cached to re-label from (the widget then waits for Run)."""
 
 
 def guarded_run(session: Session, request: JobRequest
@@ -263,19 +379,22 @@ def guarded_run(session: Session, request: JobRequest
     """:meth:`Session.run`, with the engine's expected errors turned into a :class:`JobFailure`.
 
     Errors of the engine (:class:`clipseg.errors.ClipSegError`) and running out of memory are
-    problems the user can fix, so they come back as a message instead of a traceback. Anything
-    else is a bug and propagates (napari shows it with its traceback).
+    problems the user can fix, so they come back as a message in the widget's words
+    (:func:`napari_clipseg.messages.for_gui`) instead of a traceback. Anything else is a bug and
+    propagates (napari shows it with its traceback).
     """
     try:
         return (yield from session.run(request))
+    except NotCached as exc:
+        return JobFailure(str(exc))
     except ClipSegError as exc:
         session.forget_embeddings()
-        return JobFailure(str(exc))
+        return JobFailure(for_gui(exc, request.config.model.model))
     except (MemoryError, torch.OutOfMemoryError) as exc:
         session.forget_embeddings()
         device = request.config.model.device
         return JobFailure(f"out of memory on device {device!r} ({exc.__class__.__name__}); "
-                          "lower 'short side' or 'batch size', or run on another device")
+                          "lower 'short side' or 'windows per batch', or run on another device")
 
 
 def drive(gen: Generator[Any, None, Any],

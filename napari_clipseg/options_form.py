@@ -49,7 +49,12 @@ class _Control:
         high = spec.high if spec.high is not None else (_INT_MAX if integer else _FLOAT_MAX)
         step = spec.step or (1 if integer else 0.05)
         if spec.optional:  # the lowest position stands for None ("the model's value")
-            self.sentinel = low - step if not spec.low_open else low
+            if spec.low_open:
+                self.sentinel = low
+            elif low > 0:
+                self.sentinel = max(low - step, 0)
+            else:
+                self.sentinel = low - 1
             low = self.sentinel
         elif spec.low_open:
             low = low + (1 if integer else step / 100)
@@ -144,6 +149,12 @@ class OptionsForm:
         for name, value in options.items():
             if name in self._controls:
                 self._controls[name].set(value)
+
+    def set_none_text(self, name: str, text: str) -> None:
+        """What the lowest position of option ``name``'s spin box reads (its ``None``)."""
+        control = self._controls.get(name)
+        if control is not None and control.sentinel is not None:
+            control.widget.native.setSpecialValueText(text)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(name)`` whenever the person changes a control."""

@@ -29,11 +29,15 @@ def read_labels_layers(path: str | list[str]) -> list[LayerData]:
     -------
     list of (data, kwargs, "labels")
         ``data`` is ``(H, W)`` uint8/uint16/uint32 (TIFFs are read lazily); ``kwargs`` holds
-        ``features`` (``index``, ``class``), a direct ``colormap`` and ``metadata["clipseg"]``.
+        ``features`` (``index``, ``class``), a direct ``colormap``, ``metadata["clipseg"]``
+        and ``metadata["clipseg_edits"]``: the human-edit mask, ``(H, W)`` bool (all False
+        for a result nobody edited), so a reopened draft keeps which pixels are a person's.
     """
+    import numpy as np
+
     from clipseg.formats.io import output_base, read_labels
 
-    from .labels_layer import class_table_kwargs
+    from .labels_layer import EDITS_KEY, class_table_kwargs
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     out: list[LayerData] = []
@@ -45,6 +49,9 @@ def read_labels_layers(path: str | list[str]) -> list[LayerData]:
             names, synonyms=[list(c.get("synonyms") or [c["name"]]) for c in classes],
             model=meta.get("model"), config=meta.get("config"),
             colors=[str(c["color"]) for c in classes])
+        edits = meta.get("edits")
+        kwargs["metadata"][EDITS_KEY] = (np.array(edits, dtype=bool) if edits is not None
+                                         else np.zeros(labels.shape, dtype=bool))
         kwargs["name"] = output_base(p).name
         out.append((labels, kwargs, "labels"))
     return out

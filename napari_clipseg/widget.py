@@ -1,15 +1,20 @@
 """The dock widget "CLIP open-vocabulary segmentation".
 
-Layout, top to bottom: the image (layer, channel axis and channels, current plane or all planes),
-the classes (:class:`~napari_clipseg.classes_panel.ClassesPanel`), the method
-(:class:`~napari_clipseg.settings_panel.SettingsPanel`), the output (how a re-run writes, score
-layers) and Run / Cancel with a progress bar.
+Layout: a scrolling part with, top to bottom, the image
+(:class:`~napari_clipseg.image_panel.ImagePanel`), the classes
+(:class:`~napari_clipseg.classes_panel.ClassesPanel`), the legend of the result layer
+(:class:`~napari_clipseg.legend.Legend`), the method
+(:class:`~napari_clipseg.settings_panel.SettingsPanel`) and the output; under it, always
+visible whatever the panel's length, the run bar: live updates on/off, Run / Cancel, the
+progress bar and the status line.
 
 Threading: :meth:`ClipSegWidget.run` captures everything it needs on the main thread
 (:meth:`ClipSegWidget.make_request`), runs :func:`napari_clipseg.job.guarded_run` in a napari
 ``GeneratorWorker`` and applies the result in the ``returned`` slot, on the main thread. Cancel
-calls ``worker.quit()``: the job stops at its next yield and nothing reaches the viewer.
-:meth:`ClipSegWidget.run_blocking` does the same without a thread (tests, scripts).
+calls ``worker.quit()``: the job stops at its next yield (a model load is polled, so that is at
+once) and nothing reaches the viewer. :meth:`ClipSegWidget.run_blocking` does the same without a
+thread (tests, scripts). Human edits are tracked by :class:`~napari_clipseg.ownership.Ownership`;
+live updates are scheduled by :class:`~napari_clipseg.live.LiveRelabel`.
 """
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -35,14 +39,20 @@ from qtpy.QtWidgets import (
 from clipseg.config import SegmentConfig
 from clipseg.errors import ClipSegError
 
-from .apply import apply_result
+from .apply import MERGE_MODES, apply_result, find_target, labels_layer_name
 from .classes_panel import ClassesPanel
-from .image_source import image_source, parse_channels
+from .image_panel import PLANE_MODES, ImagePanel  # noqa: F401 (PLANE_MODES re-exported)
+from .image_source import source_changed
 from .job import JobFailure, JobProgress, JobRequest, JobResult, Session, drive, guarded_run
-from .labels_layer import MERGE_MODES
+from .legend import Legend
+from .live import LiveRelabel
+from .model_choice import TOY_MARK, is_toy
+from .ownership import Ownership
 from .settings_panel import SettingsPanel
 
-PLANE_MODES = ("current plane", "all planes")
+ERROR = "#e06c75"
+TOY_NOTE = (" The model is the bundled toy demo model: it knows only the synthetic shapes "
+            "sample; pick a real model under 'model' for your images.")
 
 
 class ClipSegWidget(QWidget):
@@ -66,70 +76,74 @@ class ClipSegWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session if session is not None else Session()
+        self.ownership = Ownership(napari_viewer)
         self.worker: Any = None
+        self._worker_live = False
         self._pbar: Any = None
         self.last_layer: Any = None
-        self._shown: tuple | None = None  # (unique_id, ndim, rgb) of the layer shown above
 
-        # -- image -------------------------------------------------------------------------
-        self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("Image layer to segment")
-        self.channel_axis = QComboBox()
-        self.channel_axis.setToolTip("For multichannel data stored as one layer: the axis that "
-                                     "holds channels")
-        self.channels = QLineEdit()
-        self.channels.setPlaceholderText("r, g, b channel indices, e.g. 2, 0, 1")
-        self.channels.setToolTip("Channels shown as R, G, B; one index = gray; '-' = black")
-        self.planes = QComboBox()
-        self.planes.addItems(list(PLANE_MODES))
-        self.planes.setToolTip("Segment the plane shown in the viewer, or every plane of the "
-                               "stack (with progress)")
+        self.image = ImagePanel(napari_viewer)
         image_box = QGroupBox("Image")
-        image_form = QFormLayout(image_box)
-        image_form.addRow("layer", self.layer_combo)
-        image_form.addRow("channel axis", self.channel_axis)
-        image_form.addRow("channels → RGB", self.channels)
-        image_form.addRow("planes", self.planes)
-
-        # -- classes / settings ------------------------------------------------------------
+        QVBoxLayout(image_box).addWidget(self.image)
         self.classes = ClassesPanel()
         classes_box = QGroupBox("Classes")
         QVBoxLayout(classes_box).addWidget(self.classes)
+        self.legend = Legend(napari_viewer)
+        legend_box = QGroupBox("Legend")
+        QVBoxLayout(legend_box).addWidget(self.legend)
         self.settings = SettingsPanel()
         settings_box = QGroupBox("Method")
         QVBoxLayout(settings_box).addWidget(self.settings)
 
-        # -- output ------------------------------------------------------------------------
         self.mode = QComboBox()
         self.mode.addItems(list(MERGE_MODES))
-        self.mode.setToolTip("fill unlabeled: keep every labelled pixel of the existing layer "
-                             "(your corrections); replace: overwrite (undoable); new layer")
+        self.mode.setToolTip("How Run writes into an existing result layer. keep my edits: "
+                             "every pixel you did not touch follows the new result, every "
+                             "pixel you painted, filled or erased stays. replace all: the "
+                             "new result everywhere (Ctrl+Z on the layer undoes it). new "
+                             "layer: a fresh layer each time")
         self.scores = QCheckBox("add per-class score layers")
+        self.scores.setToolTip("Also add one hidden image layer per class with its score per "
+                               "pixel, to see where the model hesitates")
         out_box = QGroupBox("Output")
         out_form = QFormLayout(out_box)
         out_form.addRow("re-run writes", self.mode)
         out_form.addRow("", self.scores)
 
-        # -- run ---------------------------------------------------------------------------
+        # -- the run bar, pinned under the scrolling settings -----------------------------------
+        self.live_box = QCheckBox("update live")
+        self.live_box.setChecked(True)
+        self.live_box.setToolTip("After a Run, changes to the classes or thresholds update the "
+                                 "result at once, without reading the image again. Switch off "
+                                 "for huge images")
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Segment the image into the classes above")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run; the viewer stays as it was")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setToolTip("Progress of the run")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setToolTip("What the last run did, or what went wrong")
         buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.live_box)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button, 1)
+        self.run_bar = QWidget()
+        bar = QVBoxLayout(self.run_bar)
+        bar.setContentsMargins(6, 4, 6, 6)
+        bar.addLayout(buttons)
+        bar.addWidget(self.progress)
+        bar.addWidget(self.status)
 
         self.body = body = QWidget()
         layout = QVBoxLayout(body)
-        for w in (image_box, classes_box, settings_box, out_box):
+        for w in (image_box, classes_box, legend_box, settings_box, out_box):
             layout.addWidget(w)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -137,20 +151,22 @@ class ClipSegWidget(QWidget):
         scroll.setWidget(body)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.setSpacing(0)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.run_bar)
         self._scroll = scroll
 
+        self.live = LiveRelabel(self)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.layer_combo.currentTextChanged.connect(self._on_layer)
-        self.channel_axis.currentIndexChanged.connect(self._update_channels)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
-                      self.viewer.layers.events.moved):
-            event.connect(self._refresh_layers)
-        self.viewer.layers.events.inserted.connect(self._watch_name)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layers)
-        self._refresh_layers()
+        self.image.changed.connect(self._on_image)
+        self.classes.changed.connect(self.live.schedule)
+        self.settings.threshold.valueChanged.connect(self.live.schedule)
+        self.settings.prompts.currentIndexChanged.connect(self.live.schedule)
+        self.settings.model.currentIndexChanged.connect(self._on_model)
+        self.legend.renamed.connect(self.classes.rename)
+        self._on_image()
+        self._on_model()
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
         """Ask the dock for the content's width (a scroll area does not pass it on); measured
@@ -160,69 +176,61 @@ class ClipSegWidget(QWidget):
                              + scroll.verticalScrollBar().sizeHint().width())
         super().showEvent(event)
 
-    def _watch_name(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_layers)
+    # -- the image and its result layer ------------------------------------------------------
+    @property
+    def layer_combo(self) -> QComboBox:
+        return self.image.layer_combo
 
-    # -- layer choice ----------------------------------------------------------------------
-    def _image_layers(self) -> list[Any]:
-        from napari.layers import Image
+    @property
+    def channel_axis(self) -> QComboBox:
+        return self.image.channel_axis
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+    @property
+    def channels(self) -> Any:
+        return self.image.channels
 
-    def _refresh_layers(self, event: Any = None) -> None:
-        current = self.layer_combo.currentText()
-        names = [layer.name for layer in self._image_layers()]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        elif names and self.viewer.layers.selection.active is not None \
-                and self.viewer.layers.selection.active.name in names:
-            self.layer_combo.setCurrentText(self.viewer.layers.selection.active.name)
-        self.layer_combo.blockSignals(False)
-        self._on_layer(self.layer_combo.currentText())
+    @property
+    def planes(self) -> QComboBox:
+        return self.image.planes
 
     def image_layer(self) -> Any | None:
         """The Image layer selected in the widget, or None."""
-        name = self.layer_combo.currentText()
-        for layer in self._image_layers():
-            if layer.name == name:
-                return layer
-        return None
+        return self.image.image_layer()
 
     def set_layer(self, name: str) -> None:
         """Select the Image layer ``name``."""
-        self.layer_combo.setCurrentText(name)
+        self.image.set_layer(name)
 
-    def _on_layer(self, _name: str) -> None:
+    def result_layer(self) -> Any | None:
+        """The result layer of the chosen image (else the last one written), or None."""
+        from napari.layers import Labels
+
+        if self.image.combine.isChecked():
+            names = [c.currentText() for c in self.image.rgb_combos if c.currentText() != "none"]
+            name = labels_layer_name("+".join(names))
+        else:
+            layer = self.image_layer()
+            name = labels_layer_name(layer.name) if layer is not None else None
+        if name is not None and name in self.viewer.layers \
+                and isinstance(self.viewer.layers[name], Labels):
+            return self.viewer.layers[name]
+        last = self.last_layer
+        if last is not None and any(x.unique_id == last.unique_id for x in self.viewer.layers):
+            return last
+        return None
+
+    def _on_image(self) -> None:
         layer = self.image_layer()
-        ident = None if layer is None else (layer.unique_id, layer.ndim, layer.rgb)
-        if ident is not None and ident == self._shown:
-            return  # same layer (other layers changed): keep the channel choices
-        self._shown = ident
-        self.channel_axis.blockSignals(True)
-        self.channel_axis.clear()
-        self.channel_axis.addItem("none", None)
-        stack = False
-        if layer is not None and not layer.rgb:
-            for axis in range(layer.ndim - 2):
-                size = layer.level_shapes[0][axis] if layer.multiscale else layer.data.shape[axis]
-                self.channel_axis.addItem(f"axis {axis} ({size})", axis)
-        if layer is not None:
-            stack = layer.ndim > 2
-        self.channel_axis.blockSignals(False)
-        self.channel_axis.setEnabled(self.channel_axis.count() > 1)
-        self.planes.setEnabled(stack)
-        self._update_channels()
         meta = getattr(layer, "metadata", None) or {}
         self.classes.set_suggested(list(meta.get("clipseg_classes", [])))
+        self.legend.set_layer(self.result_layer())
 
-    def _update_channels(self, _index: int = 0) -> None:
-        has_axis = self.channel_axis.currentData() is not None
-        self.channels.setEnabled(has_axis)
-        if not has_axis:
-            self.channels.clear()
+    def _on_model(self, _index: int = 0) -> None:
+        name = self.settings.model_name()
+        if self.worker is None and is_toy(name):
+            self.status.setText(f"Model: {name}, a {TOY_MARK}: it knows only the synthetic "
+                                "shapes sample. For your images pick a real model under "
+                                "'model' (its weights are downloaded once).")
 
     # -- requests ----------------------------------------------------------------------------
     def config(self) -> SegmentConfig:
@@ -231,38 +239,29 @@ class ClipSegWidget(QWidget):
         options["class_thresholds"] = self.classes.thresholds()
         return SegmentConfig.from_flat(options)
 
-    def make_request(self) -> JobRequest:
+    def make_request(self, live: bool = False) -> JobRequest:
         """Capture everything a run needs from the viewer and the controls (main thread).
 
         Raises
         ------
         ClipSegError
-            No image layer, an invalid class list, channel choice or setting.
+            No image layer, an unanswered "channels or planes?", an invalid class list,
+            channel choice or setting.
         """
-        from clipseg.errors import InvalidInputError
         from clipseg.text import parse_classes
 
-        layer = self.image_layer()
-        if layer is None:
-            raise InvalidInputError("image: expected an Image layer to segment, got none; open "
-                                    "an image (or File > Open Sample) and pick it above")
         config = self.config()
         parse_classes(self.classes.class_text())  # fail early, with the engine's message
-        channel_axis = self.channel_axis.currentData()
-        channels = parse_channels(self.channels.text()) if channel_axis is not None else None
-        source = image_source(layer, self.viewer.dims.point, channel_axis=channel_axis,
-                              channels=channels, short_side=config.window.short_side)
-        every = self.planes.isEnabled() and self.planes.currentText() == "all planes"
-        planes = source.all_planes() if every else [source.current]
+        short_side = self.settings.resolved(config).window.short_side  # the engine's value
+        source = self.image.source(self.viewer.dims.point, short_side)
+        planes = source.all_planes() if self.image.every_plane() and not live \
+            else [source.current]
         return JobRequest(source=source, planes=planes, classes=self.classes.class_text(),
-                          config=config, scores=self.scores.isChecked())
+                          config=config, scores=self.scores.isChecked() and not live, live=live)
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> Any:
         """Start a run in a napari worker thread; returns the worker (None if refused)."""
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         if self.worker is not None:
             return None
         try:
@@ -270,8 +269,37 @@ class ClipSegWidget(QWidget):
         except ClipSegError as exc:
             self._fail(str(exc))
             return None
+        return self._start(request)
+
+    def start_live(self) -> Any:
+        """Start a live update of the current plane from cached embeddings, if there is one.
+
+        Returns the worker, or None when there is nothing to update (no result layer, nothing
+        cached, a class list being typed).
+        """
+        if self.worker is not None:
+            return None
+        try:
+            request = self.make_request(live=True)
+        except ClipSegError as exc:
+            if self.result_layer() is not None:
+                self._set_status(f"not updated: {exc}", error=True)
+            return None
+        source = request.source
+        if find_target(self.viewer, source.name, source.label_shape) is None:
+            return None
+        return self._start(request)  # the job refuses a plane with nothing cached
+
+    def _start(self, request: JobRequest) -> Any:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
         self._set_running(True)
-        self._pbar = progress(total=0, desc="clipseg")
+        self._worker_live = request.live
+        if not request.live:
+            self.live.timer.stop()  # this run already uses every edit made so far
+            self.live.pending = False
+            self._pbar = progress(total=0, desc="clipseg")
         worker = create_worker(guarded_run, self.session, request, _start_thread=False,
                                _connect={"yielded": self._on_progress,
                                          "returned": self._on_returned,
@@ -282,19 +310,22 @@ class ClipSegWidget(QWidget):
         worker.start()
         return worker
 
-    def run_blocking(self) -> Any:
+    def run_blocking(self, live: bool = False) -> Any:
         """Run on the calling thread and apply the result; returns the Labels layer or None."""
         try:
-            request = self.make_request()
+            request = self.make_request(live=live)
         except ClipSegError as exc:
             self._fail(str(exc))
             return None
+        self._worker_live = live
+        if not live:
+            self.live.timer.stop()  # this run already uses every edit made so far
         result = drive(guarded_run(self.session, request), self._on_progress)
         self._on_returned(result)
         return self.last_layer
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next window batch."""
+        """Stop the running job at its next step (at once while a model loads)."""
         if self.worker is not None:
             self.status.setText("cancelling…")
             self.worker.quit()
@@ -306,11 +337,14 @@ class ClipSegWidget(QWidget):
     def _on_progress(self, step: JobProgress) -> None:
         self.progressed.emit(step)
         total = max(step.total, 1)
-        self.progress.setRange(0, total * step.n_planes)
-        self.progress.setValue(step.plane * total + min(step.done, total))
+        if step.stage == "loading model":
+            self.progress.setRange(0, 0)  # busy: a load has no steps to count
+        else:
+            self.progress.setRange(0, total * step.n_planes)
+            self.progress.setValue(step.plane * total + min(step.done, total))
         self.status.setText(step.text)
         pbar = self._pbar  # local: napari's events may process the finished slot meanwhile
-        if pbar is not None:
+        if pbar is not None and step.stage != "loading model":
             if pbar.total != total * step.n_planes:
                 pbar.total = total * step.n_planes
             delta = step.plane * total + min(step.done, total) - pbar.n
@@ -319,23 +353,68 @@ class ClipSegWidget(QWidget):
             pbar.set_description(f"clipseg: {step.text}")
 
     def _on_returned(self, result: JobResult | JobFailure) -> None:
+        self.progress.setRange(0, 1)
         if isinstance(result, JobFailure):
-            self._fail(result.message)
+            if result.message.startswith("live update"):
+                self._set_status("The classes or thresholds changed: press Run to segment "
+                                 "with them (this image has to be read again).")
+            elif self._worker_live:
+                self._set_status(f"not updated: {result.message}", error=True)
+            else:
+                self._fail(result.message)
             return
+        request = result.request
+        why = source_changed(request.source, self.viewer.layers)
+        if why is not None:
+            self._set_status(f"Result dropped: {why}; nothing was written.", error=True)
+            if not request.live:
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"clipseg: result dropped: {why}; nothing was written.")
+            return
+        mode = "keep my edits" if request.live else self.mode.currentText()
         try:
-            layer = apply_result(self.viewer, result, self.mode.currentText())
+            layer, report = apply_result(self.viewer, result, mode, self.ownership)
         except ClipSegError as exc:
             self._fail(str(exc))
             return
         self.last_layer = layer
-        how = "re-labelled from cached embeddings" if result.relabelled else "segmented"
-        self.status.setText(f"{how} {len(result.labels)} plane(s) with {len(result.class_names)} "
-                            f"classes into '{layer.name}'")
+        self.legend.set_layer(layer)
+        self._set_status(self._summary(result, layer, report, mode))
         self.progress.setValue(self.progress.maximum())
+
+    def _summary(self, result: JobResult, layer: Any, report: Any, mode: str) -> str:
+        tracker = self.ownership.tracker(layer, create=False)
+        if result.request.live:
+            head = f"Updated live: {report.written:,} pixels re-labelled"
+        else:
+            how = "re-labelled from cached embeddings" if result.relabelled else "segmented"
+            head = (f"{how.capitalize()} {len(result.labels)} plane(s) with "
+                    f"{len(result.class_names)} classes into '{layer.name}'")
+            if report.created:
+                head += f": {report.written:,} pixels labelled"
+            else:
+                head += f": {report.written:,} pixels changed"
+        if report.kept:
+            head += f", {report.kept:,} of your pixels kept"
+        if report.released:
+            head += f"; 'replace all' took back {report.released:,} pixels you had set " \
+                    "(Ctrl+Z on the layer undoes it)"
+        if report.untracked:
+            head += f"; {report.untracked:,} pixels changed outside napari's tools were kept " \
+                    "as yours"
+        text = head + "."
+        if tracker is not None and tracker.adopted and not result.request.live:
+            text += (f" '{layer.name}' had no record of your edits: its labelled pixels count "
+                     "as yours.")
+        if is_toy(result.request.config.model.model):
+            text += TOY_NOTE
+        return text
 
     def _on_aborted(self) -> None:
         # Nothing to forget: the engine caches a plane's embeddings only once its window pass
         # is complete, so a cancelled run leaves either a valid cache or none.
+        self.progress.setRange(0, 1)
         self.status.setText("cancelled; the viewer is unchanged")
         self.progress.setValue(0)
 
@@ -343,8 +422,8 @@ class ClipSegWidget(QWidget):
         # An unexpected error (a bug): napari's worker has already shown it as a notification
         # with its traceback; keep the widget usable and say so here.
         self.session.forget_embeddings()
-        text = html.escape(f"failed: {type(exc).__name__}: {exc}")
-        self.status.setText(f"<span style='color:#e06c75'>{text}</span>")
+        self.progress.setRange(0, 1)
+        self._set_status(f"failed: {type(exc).__name__}: {exc}", error=True)
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -352,11 +431,17 @@ class ClipSegWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self._set_running(False)
+        self.live.job_finished()
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        escaped = html.escape(text, quote=False)
+        self.status.setText(f"<span style='color:{ERROR}'>{escaped}</span>" if error
+                            else escaped)
 
     def _fail(self, message: str) -> None:
         from napari.utils.notifications import show_error
 
-        self.status.setText(f"<span style='color:#e06c75'>{html.escape(message)}</span>")
+        self._set_status(message, error=True)
         show_error(message)
 
     # -- scripting ---------------------------------------------------------------------------

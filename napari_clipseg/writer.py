@@ -1,7 +1,9 @@
 """npe2 writer: save a Labels layer as a label image plus its class-name sidecar.
 
 The files are those of :func:`clipseg.formats.io.write_labels` (``NAME.png`` or ``NAME.tif`` and
-``NAME.clipseg.json``), so the CLI, the reader below and any script read them the same way.
+``NAME.clipseg.json``, plus ``NAME.edits.png`` when a person edited some pixels), so the CLI,
+the reader and any script read them the same way. The human-edit mask comes from the layer's
+``metadata["clipseg_edits"]`` (:mod:`napari_clipseg.ownership`).
 """
 from __future__ import annotations
 
@@ -12,27 +14,37 @@ import numpy as np
 from clipseg.errors import InvalidInputError, describe
 
 
-def class_table_from_meta(data: np.ndarray, meta: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Class names and colors of a Labels layer, from its layer-data ``meta``.
+def class_table_from_meta(data: np.ndarray, meta: dict[str, Any]
+                          ) -> tuple[list[str], list[str], list[list[str]]]:
+    """Class names, colors and synonyms of a Labels layer, from its layer-data ``meta``.
 
-    Names come from the ``class`` column of ``meta["features"]`` (row ``index`` = label); labels
-    in ``data`` beyond that table are named ``"label N"``. Colors are those napari draws.
+    Names come from the ``class`` column of ``meta["features"]`` (row ``index`` = label), then
+    from the classes the layer's metadata remembers; other labels up to the largest are named
+    ``"label N"``. Colors are those napari draws.
 
     Returns
     -------
     names, colors : list of str
-        One entry per label ``1..K``, ``K = max(len(table), data.max())``.
+        One entry per label ``1..K``, ``K = max(largest label in the table, data.max())``.
+    synonyms : list of list of str
     """
     from napari.layers import Labels
 
-    from .labels_layer import layer_class_colors, layer_class_names
+    from .labels_layer import known_classes, layer_class_colors, table_labels
 
+    metadata = meta.get("metadata") or {}
     probe = Labels(np.zeros((1, 1), dtype=data.dtype), features=meta.get("features"),
-                   colormap=meta.get("colormap"))
-    names = layer_class_names(probe)
-    top = int(data.max()) if data.size else 0
-    names = names + [f"label {k}" for k in range(len(names) + 1, top + 1)]
-    return names, layer_class_colors(probe, len(names))
+                   colormap=meta.get("colormap"),
+                   metadata={"clipseg": metadata.get("clipseg") or {}})
+    table, known = table_labels(probe), known_classes(probe)
+    top = max(max(table, default=0), int(data.max()) if data.size else 0)
+    names, synonyms = [], []
+    for label in range(1, top + 1):
+        name = table.get(label) or known.get(label, (f"label {label}", []))[0]
+        names.append(name)
+        known_name, known_syn = known.get(label, (None, []))
+        synonyms.append(list(known_syn) if known_name == name and known_syn else [name])
+    return names, layer_class_colors(probe, len(names)), synonyms
 
 
 def _plane_paths(path: str, lead: tuple[int, ...]) -> list[tuple[tuple[int, ...], str]]:
@@ -67,7 +79,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        The label image and sidecar paths written.
+        The label image, edit mask (when a person edited pixels) and sidecar paths written.
     """
     from clipseg.formats.io import write_labels as io_write
 
@@ -77,10 +89,16 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if arr.ndim < 2 or arr.dtype.kind not in "ui":
         raise InvalidInputError(f"{meta.get('name', 'labels')}: expected integer labels with at "
                                 f"least 2 dimensions, got {describe(arr)}")
-    names, colors = class_table_from_meta(arr, meta)
-    info = (meta.get("metadata") or {}).get("clipseg", {})
-    known = dict(zip(info.get("class_names", []), info.get("synonyms", [])))
-    synonyms = [list(known.get(n, [n])) for n in names]
+    from .labels_layer import EDITS_KEY
+
+    names, colors, synonyms = class_table_from_meta(arr, meta)
+    metadata = meta.get("metadata") or {}
+    info = metadata.get("clipseg") or {}
+    edits = metadata.get(EDITS_KEY)
+    if isinstance(edits, np.ndarray):
+        edits = edits.reshape(arr.shape) if edits.size == arr.size else None
+    else:
+        edits = None
     targets = [((), path)] if arr.ndim == 2 else _plane_paths(path, arr.shape[:-2])
     written: list[str] = []
     for index, target in targets:
@@ -89,5 +107,6 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
             image_info["plane"] = list(index)
         written += [str(p) for p in io_write(target, arr[index], names, colors=colors,
                                              synonyms=synonyms, model=info.get("model"),
-                                             config=info.get("config"), image_info=image_info)]
+                                             config=info.get("config"), image_info=image_info,
+                                             edits=None if edits is None else edits[index])]
     return written

@@ -7,7 +7,7 @@ live in the field's ``metadata``. Everything else is generated from that one dec
 - validation (:func:`validate_fields`, called by each group's ``__post_init__``);
 - the ``clipseg`` command's flags (:func:`clipseg.apps.cli.add_config_arguments`);
 - ``docs/options.md`` (``scripts/gen_options_doc.py``; a test keeps it current);
-- the napari widget's settings form (``napari_clipseg.options_form``, with magicgui).
+- the napari widget's settings form (``napari_clipseg.options_form``).
 
 :func:`option_specs` is the reflection the generators read. Field names follow ``METHOD.md``
 (``middle_layer`` counted from 1, ``tau``, ``eps``, ``min_samples``, ``dsi_layers``), and the flat
@@ -304,8 +304,9 @@ class ReadoutConfig:
 
     method: str = option(
         "clipseg", widget="main", label="readout", choices=READOUTS,
-        help="How dense features are read from CLIP: clipseg is the paper's CRA + DSI; the "
-             "others are baselines for comparison.")
+        help="How the model's features become a class per pixel: clipseg is this project's "
+             "method (CRA + DSI, AAAI 2025); the others are published alternatives, for "
+             "comparison.")
     middle_layer: int | None = option(
         None, low=1, none="the model's value",
         help="Block M (counted from 1) whose keys build CRA's attention. None takes the "
@@ -380,8 +381,8 @@ class LabelConfig:
              "uses 50).")
     threshold: float = option(
         0.0, low=0.0, high=1.0, widget="main", label="unlabeled below", step=0.05,
-        help="Pixels whose best class probability is below this stay unlabeled (0 labels "
-             "every pixel).")
+        help="A pixel whose best class scores below this stays unlabeled (0 labels every "
+             "pixel). Raise it to leave doubtful pixels for a person.")
     class_thresholds: tuple[tuple[str, float], ...] = option(
         (), widget="hidden",
         help="Per-class overrides of threshold, as NAME=VALUE pairs.")
@@ -417,8 +418,8 @@ class RefineConfig:
 
     pamr: bool = option(
         False, widget="main", label="PAMR refinement",
-        help="Refine the result with PAMR (pixel-adaptive mask refinement): edges follow the "
-             "image more closely; slower.")
+        help="Refine the outlines so they follow the image's edges (PAMR, pixel-adaptive "
+             "mask refinement): sharper, slower.")
     pamr_dilations: tuple[int, ...] = option(
         (8, 16), check=_check_positive_ints, unit="px",
         help="Dilations of PAMR's 3x3 neighbourhoods ((8, 16); TCL uses 1 2 4 8 12 24).")

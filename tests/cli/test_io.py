@@ -119,3 +119,55 @@ def test_run_hash_ignores_where_it_runs_but_not_what_it_computes():
     assert io.run_hash(base.replace(tau=5.0), classes) != h
     assert io.run_hash(base, classes[::-1]) != h
     assert io.run_hash(base, [classes[0], {"name": "b", "synonyms": ["b"]}]) != h
+
+
+def test_edit_mask_round_trip(tmp_path):
+    labels = _labels()
+    edits = np.zeros(labels.shape, bool)
+    edits[2:9, 4:11] = True
+    edits[0, 29] = True
+    paths = io.write_labels(tmp_path / "a", labels, ["road", "tree", "sky"], edits=edits)
+    assert [p.name for p in paths] == ["a.png", "a.edits.png", "a.clipseg.json"]
+    side = json.loads((tmp_path / "a.clipseg.json").read_text())
+    assert side["version"] == 1 and side["edits"] == "a.edits.png"
+    with Image.open(tmp_path / "a.edits.png") as img:
+        assert img.mode == "1" and img.size == (30, 20)  # 1 bit per pixel
+    for probe in (tmp_path / "a.png", tmp_path / "a.clipseg.json"):
+        back, meta = io.read_labels(probe)
+        np.testing.assert_array_equal(back, labels)
+        assert meta["edits"].dtype == bool
+        np.testing.assert_array_equal(meta["edits"], edits)
+        assert meta["edits_file"] == "a.edits.png"
+
+
+def test_a_result_without_edits_has_none_and_rewriting_drops_an_old_mask(tmp_path):
+    labels = _labels()
+    io.write_labels(tmp_path / "a", labels, ["road", "tree", "sky"],
+                    edits=np.ones(labels.shape, np.uint8))
+    assert (tmp_path / "a.edits.png").is_file()
+    # rewritten with an all-False mask: no mask file, no key, nothing stale left behind
+    paths = io.write_labels(tmp_path / "a", labels, ["road", "tree", "sky"],
+                            edits=np.zeros(labels.shape, bool))
+    assert [p.name for p in paths] == ["a.png", "a.clipseg.json"]
+    assert not (tmp_path / "a.edits.png").exists()
+    side = json.loads((tmp_path / "a.clipseg.json").read_text())
+    assert "edits" not in side
+    _, meta = io.read_labels(tmp_path / "a.png")
+    assert meta["edits"] is None and meta["edits_file"] is None
+
+
+@pytest.mark.parametrize("bad, match", [(np.ones((3, 3), bool), "labels' shape"),
+                                        (np.full((20, 30), 2, np.uint8), "0 .machine. or 1"),
+                                        (np.zeros((20, 30), np.float32), "bool")])
+def test_bad_edit_masks_are_refused(tmp_path, bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        io.write_labels(tmp_path / "a", _labels(), ["a", "b", "c"], edits=bad)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_sidecar_naming_a_missing_mask_is_an_error(tmp_path):
+    labels = _labels()
+    io.write_labels(tmp_path / "a", labels, ["a", "b", "c"], edits=labels > 1)
+    (tmp_path / "a.edits.png").unlink()
+    with pytest.raises(InvalidInputError, match="a.edits.png, which is missing"):
+        io.read_labels(tmp_path / "a.png")

@@ -244,3 +244,20 @@ def test_real_openai_weights_from_cache():
     assert loaded.model.logit_scale.exp().item() == pytest.approx(100.0, rel=1e-3)
     assert loaded.model.visual.transformer.resblocks[0].mlp.gelu.__class__.__name__ == \
         "QuickGELU"
+
+
+def test_weights_available_looks_only_at_local_files(tmp_path):
+    from clipseg.models import weights_available
+
+    config = ModelConfig(model="ViT-B-16/openai", cache_dir=str(tmp_path))
+    assert not weights_available(config)  # an empty cache, and no network is touched
+    repo = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"")
+    assert weights_available(config)  # the Hugging Face cache layout open_clip reads
+    assert weights_available(ModelConfig(model="clipseg-demo-tiny"))  # bundled weights
+    assert not weights_available(ModelConfig(model="ViT-B-16/openai",
+                                             checkpoint=str(tmp_path / "none.safetensors")))
+    assert not weights_available(ModelConfig(model="no-such-model"))

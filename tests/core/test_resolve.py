@@ -17,7 +17,7 @@ def test_registry_defaults_fill_every_model_dependent_option():
     flat = cfg.to_flat()
     for option, attr in MODEL_DEFAULTS.items():
         assert flat[option] == getattr(entry, attr), option
-    assert cfg.window.short_side == 64          # the toy model's own size, not 448
+    assert cfg.window.short_side == 0           # the toy model works at the drawn size, not 448
 
 
 def test_explicit_values_win_and_zero_keeps_the_original_size():
@@ -54,5 +54,5 @@ def test_segmenter_and_batch_resolve_the_demo_model_alike(tmp_path):
     with pytest.raises(InvalidConfigError, match="middle_layer"):
         Segmenter(cfg.replace(middle_layer=99)).resolved_config
     options = RunOptions(output=tmp_path, tile_size=32)
-    assert not wants_tiling((200, 200), cfg, options)            # resized to 64: no tiles
-    assert wants_tiling((200, 200), cfg.replace(short_side=0), options)
+    assert wants_tiling((200, 200), cfg, options)                # original size: tiled
+    assert not wants_tiling((200, 200), cfg.replace(short_side=64), options)  # resized

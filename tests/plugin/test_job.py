@@ -6,6 +6,7 @@ import pytest
 from napari.layers import Image
 
 from clipseg.config import SegmentConfig
+from clipseg.errors import ModelLoadError
 from napari_clipseg.image_source import image_source
 from napari_clipseg.job import JobFailure, JobRequest, Session, drive, guarded_run
 from tests.plugin.conftest import TINY, reference
@@ -73,3 +74,35 @@ def test_engine_errors_come_back_as_a_failure_message(session):
     request = _request(image, model="ViT-B-16/openai", checkpoint="/no/such/file.safetensors")
     result = drive(guarded_run(session, request))
     assert isinstance(result, JobFailure) and "/no/such/file.safetensors" in result.message
+
+
+def test_a_live_request_never_runs_the_vit(session):
+    image = np.random.default_rng(3).random((40, 48, 3), dtype=np.float32)
+    live = JobRequest(source=_request(image).source, planes=[()], classes=CLASSES,
+                      config=_request(image).config, live=True)
+    result = drive(guarded_run(session, live))  # nothing cached yet
+    assert isinstance(result, JobFailure) and result.message.startswith("live update")
+    drive(session.run(_request(image)))
+    other = np.random.default_rng(4).random((40, 48, 3), dtype=np.float32)
+    moved = JobRequest(source=_request(other).source, planes=[()], classes=CLASSES,
+                       config=_request(other).config, live=True)
+    result = drive(guarded_run(session, moved))  # another image: not cached either
+    assert isinstance(result, JobFailure) and "no cached embeddings" in result.message
+
+
+def test_a_failed_model_load_is_a_message_and_the_next_run_loads_again(tiny_loaded):
+    calls = []
+
+    def loader(config):
+        calls.append(config.model)
+        if len(calls) == 1:
+            raise ModelLoadError("The weights file x does not exist.")
+        return tiny_loaded
+
+    session = Session(loader=loader)
+    image = np.random.default_rng(5).random((40, 48, 3), dtype=np.float32)
+    request = _request(image, model="ViT-B-16/openai")
+    failed = drive(guarded_run(session, request))
+    assert isinstance(failed, JobFailure) and "does not exist" in failed.message
+    result = drive(guarded_run(session, request))
+    assert calls == ["ViT-B-16/openai"] * 2 and result.labels[()].shape == (40, 48)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from clipseg.formats.io import class_colors, hex_to_rgb
+from napari_clipseg.labels_layer import known_classes
 from napari_clipseg.widget import ClipSegWidget
 from tests.plugin.conftest import reference
 
@@ -24,7 +25,8 @@ def test_widget_opens_through_the_manifest(viewer_widget):
     # the model box lists the registry and the injected model
     from clipseg.models import list_models
 
-    items = [widget.settings.model.itemText(i) for i in range(widget.settings.model.count())]
+    box = widget.settings.model
+    items = [box.itemData(i) for i in range(box.count())]
     assert set(list_models()) <= set(items) and "tiny (test)" in items
 
 
@@ -61,7 +63,7 @@ def test_threaded_run_makes_a_class_named_labels_layer(viewer_widget, tiny_loade
     y, x = np.argwhere(layer.data == 2)[0]
     status = layer.get_status((int(y), int(x)), world=False)
     assert "grass" in status["value"]
-    assert layer.metadata["clipseg"]["synonyms"][0] == ["cat", "kitten"]
+    assert known_classes(layer)[1] == ("cat", ["cat", "kitten"])
 
 
 def test_cancel_mid_run_leaves_the_viewer_unchanged(viewer_widget, qtbot):
@@ -118,14 +120,14 @@ def test_no_image_layer_is_a_clear_message(viewer_widget):
     _viewer, widget = viewer_widget
     widget.classes.set_text(CLASSES)
     assert widget.run_blocking() is None
-    assert "expected an image layer" in widget.status.text().lower()
+    assert "no image to segment" in widget.status.text().lower()
 
 
 def test_missing_weights_become_a_message(viewer_widget, tmp_path):
     viewer, widget = viewer_widget
     viewer.add_image(_image(), name="photo")
     widget.classes.set_text(CLASSES)
-    widget.settings.model.setCurrentText("ViT-B-16/openai")
+    widget.settings.set_model("ViT-B-16/openai")
     widget.settings.checkpoint.setText(str(tmp_path / "missing.safetensors"))
     assert widget.run_blocking() is None
     assert "missing.safetensors" in widget.status.text()
@@ -138,7 +140,7 @@ def test_threaded_failure_is_a_notification_and_the_widget_recovers(viewer_widge
     viewer, widget = viewer_widget
     viewer.add_image(_image(), name="photo")
     widget.classes.set_text(CLASSES)
-    widget.settings.model.setCurrentText("ViT-B-16/openai")
+    widget.settings.set_model("ViT-B-16/openai")
     widget.settings.checkpoint.setText("/nonexistent/weights.safetensors")
     seen = []
     notification_manager.notification_ready.connect(seen.append)

@@ -17,10 +17,23 @@ The sidecar is::
      "model": "ViT-B-16/openai",
      "config": SegmentConfig.to_flat(),
      "config_hash": "...",          # see :func:`run_hash`; used by resumable batch runs
-     "image": {"path": ..., "shape": [H, W], ...}}
+     "image": {"path": ..., "shape": [H, W], ...},
+     "edits": "NAME.edits.png"}     # optional: which pixels a person edited (see below)
 
 ``synonyms`` always lists every prompt of the class with the name first (the same order as
 :class:`clipseg.text.ClassSpec.synonyms`). ``image.shape`` is the shape of the label array.
+
+The human-edit mask (optional)
+------------------------------
+A result corrected by hand (the napari plugin's drafts) may carry a third file,
+``NAME.edits.png``: a 1-bit PNG of the label image's shape where 1 marks a pixel whose label a
+person set (painted, filled or erased; an erased pixel is 0 in the labels and 1 here: "this is
+unlabeled", said by a person) and 0 a pixel whose label is the machine's. The sidecar names it
+with the key ``"edits"`` (a file name relative to the sidecar's folder). Without the key the
+result has no human edits (every label is the machine's), so every version-1 sidecar stays
+readable. :func:`read_labels` returns the mask as ``meta["edits"]``, an ``(H, W)`` bool array,
+or None when there is none, and the file name as ``meta["edits_file"]`` (or None);
+:func:`write_labels` writes it from ``edits=`` and writes no file when no pixel is marked.
 
 Every file is written atomically: the bytes go to a temporary file in the same folder, are
 flushed and ``fsync``-ed, and ``os.replace`` moves them into place. The sidecar is written
@@ -46,10 +59,12 @@ __all__ = ["write_labels", "read_labels", "class_colors", "read_sidecar", "write
            "make_sidecar", "find_sidecar", "sidecar_path", "label_image_path", "output_base",
            "run_hash", "prepare_overwrite", "read_tiff", "label_dtype", "hex_to_rgb",
            "atomic_path", "atomic_write", "atomic_write_text", "FORMAT_VERSION",
-           "SIDECAR_SUFFIX"]
+           "SIDECAR_SUFFIX", "EDITS_SUFFIX", "edits_path", "read_edits"]
 
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".clipseg.json"
+#: Suffix of the optional human-edit mask ``NAME.edits.png`` (see the module docstring).
+EDITS_SUFFIX = ".edits.png"
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 #: Options that do not change a result (where it runs, how it is batched or tiled); they are
@@ -142,6 +157,12 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return base.with_name(base.name + SIDECAR_SUFFIX)
 
 
+def edits_path(path: str | os.PathLike) -> Path:
+    """The human-edit mask path ``NAME.edits.png`` belonging to ``path``."""
+    base = output_base(path)
+    return base.with_name(base.name + EDITS_SUFFIX)
+
+
 def find_sidecar(path: str | os.PathLike) -> Path | None:
     """The existing sidecar of ``path``, or None when there is none (not a clipseg result)."""
     side = sidecar_path(path)
@@ -189,8 +210,17 @@ def make_sidecar(class_names: Sequence[str], *, colors: Sequence[Any] | None = N
                  synonyms: Sequence[Sequence[str]] | None = None, model: str | None = None,
                  config: Any = None, image_info: Mapping[str, Any] | None = None,
                  shape: tuple[int, int] | None = None, file: str | None = None,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Build (and validate) the sidecar dict; see the module docstring for its layout."""
+                 extra: Mapping[str, Any] | None = None,
+                 edits: str | None = None) -> dict[str, Any]:
+    """Build (and validate) the sidecar dict; see the module docstring for its layout.
+
+    ``edits`` is the file name of the human-edit mask (``"NAME.edits.png"``), or None for a
+    result without one (the key is then left out).
+    """
+    if edits is not None and (not isinstance(edits, str) or not edits.strip()
+                              or os.path.basename(edits) != edits):
+        raise InvalidInputError(f"edits: expected the file name of the edit mask (no folder), "
+                                f"got {describe(edits)}")
     if isinstance(class_names, str) or not isinstance(class_names, Sequence):
         raise InvalidInputError(
             f"class_names: expected a list of class names, got {describe(class_names)}")
@@ -228,6 +258,8 @@ def make_sidecar(class_names: Sequence[str], *, colors: Sequence[Any] | None = N
         side["file"] = file
     side.update({"classes": classes, "model": model, "config": flat,
                  "config_hash": run_hash(flat, classes), "image": info})
+    if edits is not None:
+        side["edits"] = edits
     for key, value in (extra or {}).items():
         if key in side:
             raise InvalidInputError(f"extra: key {key!r} would overwrite a sidecar field")
@@ -272,6 +304,11 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
             and isinstance(c.get("label"), int) for c in classes):
         raise InvalidInputError(f"{side}: expected 'classes' as a list of "
                                 f"{{label, name, ...}} entries, got {describe(classes)}")
+    edits = meta.get("edits")
+    if edits is not None and (not isinstance(edits, str) or os.path.basename(edits) != edits
+                              or not edits):
+        raise InvalidInputError(f"{side}: expected 'edits' as the file name of the edit mask "
+                                f"next to it, got {describe(edits)}")
     return meta
 
 
@@ -325,12 +362,75 @@ def _write_tiff(tmp: Path, labels: np.ndarray) -> None:
                      tile=(256, 256) if big else None, photometric="minisblack")
 
 
+def _check_edits(edits: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``edits`` as an ``(H, W)`` bool array of ``shape`` (bool, or integers 0/1)."""
+    arr = np.asarray(edits)
+    if arr.shape != tuple(shape) or not (arr.dtype == bool or np.issubdtype(arr.dtype,
+                                                                            np.integer)):
+        raise InvalidInputError(f"edits: expected a bool (or 0/1) mask of the labels' shape "
+                                f"{tuple(shape)}, got {describe(edits)}")
+    if arr.dtype != bool:
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 1):
+            raise InvalidInputError(f"edits: expected 0 (machine) or 1 (edited by a person), "
+                                    f"got range {int(arr.min())}..{int(arr.max())}")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _write_edits_png(tmp: Path, edits: np.ndarray) -> None:
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(edits, dtype=bool))  # mode "1": 1 bit a pixel
+    img.save(tmp, format="PNG", optimize=False)
+
+
+def read_edits(path: str | os.PathLike, meta: Mapping[str, Any] | None = None
+               ) -> np.ndarray | None:
+    """The human-edit mask of result ``path``, or None when it has none.
+
+    Parameters
+    ----------
+    path : path-like
+        The label image, the sidecar or ``NAME``.
+    meta : dict, optional
+        The sidecar as read by :func:`read_sidecar` (read from ``path`` when not given).
+
+    Returns
+    -------
+    (H, W) bool ndarray or None
+        True where a person set the label (see the module docstring).
+    """
+    if meta is None:
+        meta = read_sidecar(path)
+    name = meta.get("edits")
+    if name is None:
+        return None
+    target = output_base(path).parent / name
+    if not target.is_file():
+        raise InvalidInputError(f"{sidecar_path(path)}: names the edit mask {name}, which is "
+                                "missing")
+    from PIL import Image
+
+    with Image.open(target) as img:
+        if img.mode not in ("1", "L", "P"):
+            raise InvalidInputError(f"{target}: expected a 1-bit or 8-bit PNG edit mask, got "
+                                    f"mode {img.mode}")
+        arr = np.asarray(img)
+    mask = _check_edits(arr if arr.dtype == bool else arr.astype(np.uint8), arr.shape)
+    shape = meta.get("image", {}).get("shape")
+    if shape is not None and list(mask.shape) != list(shape):
+        raise InvalidInputError(f"{target}: expected an edit mask of shape {shape} (sidecar), "
+                                f"got {tuple(mask.shape)}")
+    return mask
+
+
 def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Sequence[str], *,
                  colors: Sequence[Any] | None = None,
                  synonyms: Sequence[Sequence[str]] | None = None, model: str | None = None,
                  config: Any = None, image_info: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write a label image and its sidecar, atomically.
+                 extra: Mapping[str, Any] | None = None,
+                 edits: np.ndarray | None = None) -> list[Path]:
+    """Write a label image and its sidecar (and the human-edit mask, if any), atomically.
 
     Parameters
     ----------
@@ -355,15 +455,21 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
         ``labels.shape``.
     extra : dict, optional
         More top-level sidecar keys (e.g. ``"scores"``: the per-class scores file name).
+    edits : (H, W) bool ndarray, optional
+        True where a person set the label. Written as ``NAME.edits.png`` (and named in the
+        sidecar) when any pixel is True; None or an all-False mask writes no mask file (an old
+        one is removed).
 
     Returns
     -------
     list of Path
-        ``[label image path, sidecar path]``.
+        ``[label image path, sidecar path]``, with the edit mask path between them when one
+        is written.
     """
     meta_probe = make_sidecar(class_names, colors=colors, synonyms=synonyms, model=model,
                               config=config, image_info=image_info, extra=extra)
     arr = _check_labels(labels, len(meta_probe["classes"]))
+    mask = _check_edits(edits, arr.shape) if edits is not None else None
     base = output_base(path)
     given = Path(path).suffix.lower()
     max_label = int(arr.max()) if arr.size else 0
@@ -380,20 +486,28 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
         atomic_write(image_path, lambda tmp: _write_png(tmp, arr, colors_hex))
     else:
         atomic_write(image_path, lambda tmp: _write_tiff(tmp, arr))
+    written = [image_path]
+    mask_name = None
+    if mask is not None and mask.any():
+        written.append(atomic_write(edits_path(base), lambda tmp: _write_edits_png(tmp, mask)))
+        mask_name = edits_path(base).name
     side = make_sidecar(class_names, colors=colors, synonyms=synonyms, model=model,
                         config=config, image_info=image_info, shape=arr.shape,
-                        file=image_path.name, extra=extra)
-    return [image_path, write_sidecar(base, side)]
+                        file=image_path.name, extra=extra, edits=mask_name)
+    return written + [write_sidecar(base, side)]
 
 
 def prepare_overwrite(base: str | os.PathLike, keep: str | os.PathLike | None = None) -> None:
-    """Before rewriting result ``NAME``: drop its sidecar, then other-format label images.
+    """Before rewriting result ``NAME``: drop its sidecar, then its edit mask and other-format
+    label images.
 
     Removing the sidecar first keeps the invariant "sidecar present = result complete" while
-    the new files are being written.
+    the new files are being written; removing the edit mask keeps an old mask from being read
+    with new labels.
     """
     base = output_base(base)
     sidecar_path(base).unlink(missing_ok=True)
+    edits_path(base).unlink(missing_ok=True)
     for suffix in IMAGE_SUFFIXES:
         other = base.with_name(base.name + suffix)
         if keep is None or other != Path(keep):
@@ -431,7 +545,9 @@ def read_labels(path: str | os.PathLike, *, lazy: bool = False) -> tuple[Any, di
     -------
     labels : (H, W) uint8/uint16/uint32 ndarray (or lazy array-like of that shape and dtype)
     meta : dict
-        The sidecar (see the module docstring).
+        The sidecar (see the module docstring), with ``meta["edits"]`` replaced by the
+        human-edit mask, an ``(H, W)`` bool ndarray, or None when the result has none, and
+        ``meta["edits_file"]`` the mask's file name (or None).
     """
     meta = read_sidecar(path)
     image_path = label_image_path(path, meta)
@@ -451,6 +567,11 @@ def read_labels(path: str | os.PathLike, *, lazy: bool = False) -> tuple[Any, di
     if labels.ndim != 2 or (shape is not None and list(labels.shape) != list(shape)):
         raise InvalidInputError(f"{image_path}: expected labels of shape {shape} (sidecar), "
                                 f"got {tuple(labels.shape)}")
+    mask = read_edits(path, meta)
+    if mask is not None and mask.shape != tuple(labels.shape):
+        raise InvalidInputError(f"{edits_path(path)}: expected an edit mask of the labels' shape "
+                                f"{tuple(labels.shape)}, got {mask.shape}")
+    meta = {**meta, "edits_file": meta.get("edits"), "edits": mask}
     return labels, meta
 
 

@@ -46,7 +46,7 @@ BUNDLED_ENTRIES: list[ModelEntry] = [
         middle_layer_source="ceil(L/2) default for this 6-block toy model (see docs/demo-model.md)",
         crop=64,
         stride=32,
-        short_side=64,
+        short_side=0,  # scenes are drawn at the scale it was trained at: no resize
         logit_scale=40.0,
         description=("Toy CLIP shipped with clipseg, trained here on synthetic coloured shapes "
                      "(scripts/train_tiny_clip.py); for the offline demo and tests only, says "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,11 +30,11 @@ from ..errors import (InvalidConfigError, InvalidInputError, ModelLoadError,
                       UnsupportedModelError, describe)
 from .checkpoint import load_checkpoint_safely, load_state_into
 from .hub import cached_hf_file as _cached_hf_file
-from .hub import check_requirements, fetch_hub_file, hub_model_files, offline_error
+from .hub import cache_status, check_requirements, fetch_hub_file, hub_model_files, offline_error
 from .registry import ModelEntry, entry_for, get_entry, optional_module, synthesise_entry
 
 __all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
-           "resolve_device", "resolve_precision"]
+           "resolve_device", "resolve_precision", "weights_available"]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
@@ -181,6 +182,21 @@ def _create(entry: ModelEntry, device: torch.device, pretrained: str | None, *,
         raise ModelLoadError(f"model {entry.key!r}: open_clip could not build it: {exc}") from exc
     finally:
         root.removeFilter(quiet)
+
+
+def weights_available(config: ModelConfig) -> bool:
+    """Whether :func:`load_model` finds the weights of ``config`` on this machine.
+
+    Looks only at local files (the checkpoint, the entry's own file, the Hugging Face and
+    open_clip caches); never touches the network. False for an unknown model name.
+    """
+    try:
+        entry = entry_for(config)
+    except (InvalidConfigError, UnsupportedModelError):
+        return False
+    if config.checkpoint is not None:
+        return os.path.isfile(config.checkpoint)
+    return cache_status(entry, config.cache_dir) in ("cached", "local file")
 
 
 def _weights_path(entry: ModelEntry, cache_dir: str | None) -> str:

@@ -64,7 +64,8 @@ class ModelEntry:
     crop, stride : int
         Sliding-window size and step in pixels of the resized image; ``1 <= stride <= crop``.
     short_side : int
-        Short side the image is resized to before windowing.
+        Short side the image is resized to before windowing; 0 = the image's own size (a model
+        trained at one pixel scale, like the bundled demo model).
     logit_scale : float
         Multiplier of cosine logits before the softmax over classes (> 0).
     description : str
@@ -116,9 +117,10 @@ class ModelEntry:
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InvalidConfigError(f"ModelEntry.{name}: expected a non-empty string or "
                                          f"None, got {value!r}")
-        for name, low in (("middle_layer", 1), ("crop", 16), ("stride", 1), ("short_side", 16)):
+        for name, low in (("middle_layer", 1), ("crop", 16), ("stride", 1), ("short_side", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low \
+                    or (name == "short_side" and 0 < value < 16):
                 raise InvalidConfigError(f"ModelEntry.{name} of {self.key!r}: expected an "
                                          f"integer >= {low}, got {value!r}")
         if self.stride > self.crop:
