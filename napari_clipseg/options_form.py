@@ -6,13 +6,17 @@ or ``advanced`` gets one control here: a check box for on/off options, a spin bo
 integers. The tooltip is the option's help text, the label its declared label. An option whose
 ``None`` means "the model's value" gets a spin box whose lowest position reads that meaning, so
 a new declared option appears in the widget with no edit here.
+
+The controls are magicgui widgets; their Qt widgets are laid out in a ``QFormLayout`` so a
+panel can put its own rows (model, device) in the same form and the labels line up.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+from qtpy.QtWidgets import QFormLayout, QWidget
 
 from clipseg.config import OptionSpec, option_specs
 
@@ -31,7 +35,8 @@ class _Control:
         kind = spec.kind
         common = {"label": spec.label, "tooltip": _tooltip(spec)}
         if kind == "bool":
-            self.widget = CheckBox(value=bool(spec.default), text=spec.label, tooltip=common["tooltip"])
+            self.widget = CheckBox(value=bool(spec.default), text=spec.label,
+                                   tooltip=common["tooltip"])
             self.widget.label = ""
         elif spec.choices:
             self.widget = ComboBox(choices=list(spec.choices), value=spec.default, **common)
@@ -58,13 +63,15 @@ class _Control:
             low = self.sentinel
         elif spec.low_open:
             low = low + (1 if integer else step / 100)
-        cls = SpinBox if integer else FloatSpinBox
+        # An optional integer uses a (0-decimal) float spin box: magicgui's integer spin box
+        # (superqt's QLargeIntSpinBox) cannot show a special text at its lowest position.
+        cls = SpinBox if integer and not spec.optional else FloatSpinBox
         value = self.sentinel if spec.default is None else spec.default
         widget = cls(value=value, min=low, max=high, step=step, **common)
         if self.sentinel is not None:
             widget.native.setSpecialValueText(spec.none or "none")
-        if not integer:
-            widget.native.setDecimals(_decimals(step))
+        if cls is FloatSpinBox:
+            widget.native.setDecimals(0 if integer else _decimals(step))
         return widget
 
     def get(self) -> Any:
@@ -75,6 +82,8 @@ class _Control:
             return None
         if self.spec.kind == "float":
             return round(float(value), 6)
+        if self.spec.kind == "int":
+            return int(round(value))
         if self.spec.kind == "str" and not self.spec.choices:
             return str(value).strip() or None
         return value
@@ -122,14 +131,26 @@ class OptionsForm:
         skip = set(skip)
         self._controls = {name: _Control(spec) for name, spec in option_specs().items()
                           if spec.widget == place and name not in skip}
-        self.container = Container(widgets=[c.widget for c in self._controls.values()],
-                                   labels=True)
-        self.container.margins = (0, 0, 0, 0)
+        self._native: QWidget | None = None
+
+    def add_rows(self, layout: QFormLayout) -> None:
+        """Add one row per control to ``layout`` (a check box carries its own label)."""
+        for control in self._controls.values():
+            native = control.widget.native
+            if control.spec.kind == "bool":
+                layout.addRow("", native)
+            else:
+                layout.addRow(control.spec.label, native)
 
     @property
-    def native(self) -> Any:
-        """The Qt widget, to put into a layout."""
-        return self.container.native
+    def native(self) -> QWidget:
+        """A Qt widget holding the controls in a form of their own."""
+        if self._native is None:
+            self._native = QWidget()
+            layout = QFormLayout(self._native)
+            layout.setContentsMargins(0, 0, 0, 0)
+            self.add_rows(layout)
+        return self._native
 
     @property
     def names(self) -> list[str]:

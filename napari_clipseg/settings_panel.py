@@ -103,6 +103,7 @@ class SettingsPanel(QWidget):
         form.addRow("checkpoint", ckpt_row)
         form.addRow("device", self.device)
         self.main_form = OptionsForm("main")
+        self.main_form.add_rows(form)  # in the same form: the labels line up
         self.advanced_form = OptionsForm("advanced")
         # the Qt controls of the main options, for signals and scripts
         self.readout = self.main_form.widget("method").native
@@ -121,7 +122,6 @@ class SettingsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
-        layout.addWidget(self.main_form.native)
         layout.addWidget(self.advanced)
         self._entries: dict[str, Any] = {}
         self.model.currentIndexChanged.connect(lambda _i: self._on_model(self.model_name()))

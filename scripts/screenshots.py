@@ -86,7 +86,6 @@ def main() -> None:
     widget.set_layer(image.name)
     widget.settings.set_model(args.model)
     widget.settings.device.setCurrentText("cpu")
-    widget.settings.short_side.setValue(0)  # the scene at its drawn size, as the demo runs it
     widget.classes.suggest_button.click()  # the sample's own class list
     names = widget.classes.class_names()
     widget.scores.setChecked(True)
