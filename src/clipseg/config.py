@@ -91,6 +91,10 @@ class ModelConfig:
         ``auto`` = fp16 autocast on CUDA, fp32 elsewhere.
     cache_dir : str or None
         Where open_clip keeps downloaded weights (default: its own cache).
+    text_cache : str
+        Folder of the persistent text-embedding cache: ``auto`` = ``$CLIPSEG_TEXT_CACHE`` or the
+        user cache folder (``~/.cache/clipseg/text`` on Linux), ``none`` = off, else a folder
+        (:mod:`clipseg.text_cache`).
     """
 
     model: str = "ViT-B-16/openai"
@@ -99,6 +103,7 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "auto"
     cache_dir: str | None = None
+    text_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -114,6 +119,8 @@ class ModelConfig:
                                                               and dev[5:].isdigit())):
             _fail("device", f"one of {', '.join(DEVICES)} or 'cuda:N'", dev)
         _check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.text_cache, str) or not self.text_cache.strip():
+            _fail("text_cache", "'auto', 'none' or a folder", self.text_cache)
 
 
 @dataclass(frozen=True)
