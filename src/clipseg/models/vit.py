@@ -23,6 +23,8 @@ from ..errors import InvalidInputError, UnsupportedModelError, describe
 
 __all__ = ["VisionTower", "interpolate_pos_embed"]
 
+_PARTS = ("q", "k", "v")
+
 
 def interpolate_pos_embed(pos: torch.Tensor, grid_from: tuple[int, int],
                           grid_to: tuple[int, int]) -> torch.Tensor:
@@ -111,6 +113,7 @@ class VisionTower:
         self.patch_size = int(ph)
         self.native_grid = (int(visual.grid_size[0]), int(visual.grid_size[1]))
         self.output_dim = int(visual.proj.shape[1])
+        self._fused: dict[int, tuple] = {}  # value_out's fused weights, per block
 
     @staticmethod
     def _check_block(index: int, block: nn.Module) -> None:
@@ -250,6 +253,68 @@ class VisionTower:
         qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
         q, k, v = qkv.chunk(3, dim=-1)
         return q, k, v
+
+    def norm_1(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``index``'s ``ln_1``: ``(B, N, width) -> (B, N, width)``."""
+        return self._block(index).ln_1(x)
+
+    def project_in(self, index: int, y: torch.Tensor, part: str) -> torch.Tensor:
+        """One of block ``index``'s input projections of ``y = ln_1(x)``.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            ``(B, N, width)``, already through :meth:`norm_1`.
+        part : {"q", "k", "v"}
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, width)``: the rows of ``in_proj_weight`` / ``in_proj_bias`` for ``part``
+            only (a third of :meth:`qkv`'s work), equal to that part of :meth:`qkv`.
+        """
+        if part not in _PARTS:
+            raise InvalidInputError(f"part: expected one of q, k, v, got {part!r}")
+        attn = self._block(index).attn
+        rows = slice(_PARTS.index(part) * self.width, (_PARTS.index(part) + 1) * self.width)
+        bias = attn.in_proj_bias[rows] if attn.in_proj_bias is not None else None
+        return F.linear(y, attn.in_proj_weight[rows], bias)
+
+    def key(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Keys of block ``index`` for its input ``x``: ``qkv(index, x)[1]``, computed alone."""
+        return self.project_in(index, self.norm_1(index, x), "k")
+
+    def value(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Values of block ``index`` for its input ``x``: ``qkv(index, x)[2]``, computed alone."""
+        return self.project_in(index, self.norm_1(index, x), "v")
+
+    def value_out(self, index: int, y: torch.Tensor) -> torch.Tensor:
+        """``out_proj(project_in(index, y, "v"))`` as one product with a fused weight.
+
+        Both maps are affine, so ``W_o (W_v y + b_v) + b_o = (W_o W_v) y + (W_o b_v + b_o)``;
+        the fused ``(width, width)`` weight is computed once per block (again if the weights
+        change in place) and saves one ``width x width`` product per token. Equal to the two
+        steps up to float rounding.
+        """
+        attn = self._block(index).attn
+        rows = slice(2 * self.width, 3 * self.width)
+        w_v, w_o = attn.in_proj_weight[rows], attn.out_proj.weight
+        b_v = attn.in_proj_bias[rows] if attn.in_proj_bias is not None else None
+        b_o = attn.out_proj.bias
+        stamp = (attn.in_proj_weight._version, w_o._version, w_v.data_ptr(), w_o.data_ptr(),
+                 None if b_v is None else attn.in_proj_bias._version,
+                 None if b_o is None else b_o._version)
+        cached = self._fused.get(index)
+        if cached is None or cached[0] != stamp:
+            with torch.no_grad():
+                weight = w_o.float() @ w_v.float()
+                bias = torch.zeros(self.width, device=weight.device) if b_o is None \
+                    else b_o.float().clone()
+                if b_v is not None:
+                    bias += w_o.float() @ b_v.float()
+            cached = (stamp, weight.to(w_o.dtype), bias.to(w_o.dtype))
+            self._fused[index] = cached
+        return F.linear(y, cached[1], cached[2])
 
     def out_proj(self, index: int, ctx: torch.Tensor) -> torch.Tensor:
         """Block ``index``'s attention output projection: ``(B, N, width) -> (B, N, width)``."""
