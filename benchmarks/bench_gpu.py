@@ -18,8 +18,8 @@ For each architecture (``--archs``, default ViT-B-16 and ViT-L-14, random weight
    classes, so the overall figure is a lower bound of what trained weights give.
 
 Out of memory: the Segmenter halves the window batch and says so (a ``RuntimeWarning``,
-printed here as ``OOM: ...``); a text or model OOM halves the benchmark's own batch with a
-message; a single window that does not fit is reported and the configuration skipped.
+printed here as ``OOM: ...``); an OOM while encoding text halves the prompts per pass with
+a message; a single window that does not fit is reported and the configuration skipped.
 
 Without CUDA it says so, runs a tiny CPU smoke run of the same code path (tiny random model,
 fp32 and bf16, batch sizes 1 and 2) and exits 0.
