@@ -6,6 +6,9 @@ import os
 # A test must never reach for the network. huggingface_hub reads this once, at import, so it is
 # set before anything imports open_clip.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never share text embeddings through the user's cache folder; the cache tests pass their
+# own folder (tmp_path).
+os.environ["CLIPSEG_TEXT_CACHE"] = "none"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

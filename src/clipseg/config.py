@@ -293,6 +293,10 @@ class ModelConfig:
     cache_dir: str | None = option(
         None, widget="hidden", none="open_clip's own cache",
         help="Folder where open_clip keeps downloaded weights.")
+    text_cache: str = option(
+        "auto", widget="hidden",
+        help="Folder of the persistent text-embedding cache: auto = $CLIPSEG_TEXT_CACHE or the "
+             "user cache folder (~/.cache/clipseg/text on Linux), none = off, else a folder.")
 
     def __post_init__(self) -> None:
         validate_fields(self)

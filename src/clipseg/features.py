@@ -129,12 +129,12 @@ class DenseEncoder:
         x = tower.embed(pixels)
         for index in range(1, depth):
             if want_k and index == self.middle_layer:
-                k_mid = tower.qkv(index, x)[1]
+                k_mid = tower.key(index, x)
             if index in dsi_wanted:
                 dsi[index] = x
             x = tower.run_block(index, x)
         if want_k and self.middle_layer == depth:
-            k_mid = tower.qkv(depth, x)[1]
+            k_mid = tower.key(depth, x)
         return BlockInputs(last=x, k_mid=k_mid, grid=grid,
                            dsi=[(i, dsi[i]) for i in sorted(dsi, reverse=True)])
 

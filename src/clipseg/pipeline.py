@@ -34,6 +34,7 @@ from .refine import pamr
 from .resolve import resolve_config
 from .results import Progress, SegmentationResult, WindowEmbeddings
 from .text import ClassSpec, TextEncoder, class_logits, parse_classes, prompt_templates
+from .text_cache import open_text_cache
 from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
     window_boxes
 
@@ -160,12 +161,14 @@ class Segmenter:
         return self.text_encoder_for(self.config.labels.prompts)
 
     def text_encoder_for(self, prompts: str) -> TextEncoder:
-        """Class-name encoder of the prompt set ``prompts`` (or of the custom templates)."""
+        """Class-name encoder of the prompt set ``prompts`` (or of the custom templates), with
+        the disk cache that ``config.model.text_cache`` names."""
         key = "custom" if self._templates is not None else prompts
         if key not in self._text:
             templates = self._templates if self._templates is not None \
                 else prompt_templates(prompts)
-            self._text[key] = TextEncoder(self.loaded, templates=templates)
+            self._text[key] = TextEncoder(self.loaded, templates=templates, disk_cache=
+                                          open_text_cache(self.config.model.text_cache))
         return self._text[key]
 
     @property

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from .config import READOUTS, ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError
 from .models.towers import VisionTower
-from .relation import relation_attention
+from .relation import relation_from_similarity
 
 __all__ = [
     "BlockInputs", "cra_attention", "self_self_attention", "qk_attention", "attend",
@@ -117,8 +117,8 @@ def cra_attention(k_mid: torch.Tensor, tau: float, eps: float, min_samples: int,
     with no_autocast(k_mid.device):
         k = F.normalize(k_mid.float(), dim=-1)
         logits = k @ k.transpose(1, 2)
-        if relation:
-            logits = logits + relation_attention(k, eps, min_samples)
+        if relation:  # G from the same similarities (no second k k^T)
+            logits = logits + relation_from_similarity(logits, eps, min_samples)
         return logits * float(tau)
 
 
@@ -219,22 +219,43 @@ def gaussian_window_bias(grid: tuple[int, int], std: float, *, with_cls: bool,
 
 
 # -- values --------------------------------------------------------------------------------------
-def dsi_values(tower: VisionTower, inputs: BlockInputs) -> list[torch.Tensor]:
+def dsi_values(tower: VisionTower, inputs: BlockInputs, start: int = 0) -> list[torch.Tensor]:
     """DSI value tensors: ``v_L`` then ``v~_i`` for the blocks in ``inputs.dsi``.
 
     ``x~_i = x_{i-1} + ls_2(FFN_i(ln_2^i(x_{i-1})))`` (block i's attention skipped) and
     ``v~_i = ln_1^L(x~_i) @ W^v_L + b^v_L`` (the LAST block's value projection).
 
+    Parameters
+    ----------
+    tower : VisionTower
+    inputs : BlockInputs
+    start : int
+        First token to compute (0: all, 1: patches only); every step is per token, so the
+        tokens before ``start`` are simply not computed.
+
     Returns
     -------
     list of torch.Tensor
-        ``1 + len(inputs.dsi)`` tensors ``(B, 1 + P, width)``.
+        ``1 + len(inputs.dsi)`` tensors ``(B, N - start, width)``; only values (no q, k).
     """
     last = tower.num_layers
-    values = [tower.qkv(last, inputs.last)[2]]
+    return [tower.value(last, x) for x in _dsi_inputs(tower, inputs, start)]
+
+
+def _dsi_inputs(tower: VisionTower, inputs: BlockInputs, start: int) -> list[torch.Tensor]:
+    """``x_{L-1}`` then ``x~_i`` for the DSI blocks, tokens ``start:`` only."""
+    out = [inputs.last[:, start:]]
     for index, x_in in inputs.dsi:
-        values.append(tower.qkv(last, tower.ffn_residual(index, x_in))[2])
-    return values
+        out.append(tower.ffn_residual(index, x_in[:, start:]))
+    return out
+
+
+def _mean_normed_input(tower: VisionTower, inputs: BlockInputs, start: int) -> torch.Tensor:
+    """``mean_j ln_1^L(x_j)`` over DSI's inputs: the value projection is affine, so the mean of
+    the values equals the projection of this mean (one projection instead of one per input)."""
+    last = tower.num_layers
+    normed = [tower.norm_1(last, x) for x in _dsi_inputs(tower, inputs, start)]
+    return normed[0] if len(normed) == 1 else torch.stack(normed, dim=0).mean(dim=0)
 
 
 # -- the readouts --------------------------------------------------------------------------------
@@ -248,11 +269,12 @@ def _paper_family(tower: VisionTower, inputs: BlockInputs,
     last = tower.num_layers
     start = 0 if cfg.cls_in_attention else 1  # tokens taking part: patches (+ class token)
     if cfg.method == "qk":
-        q, k, _ = tower.qkv(last, inputs.last)
-        attn = qk_attention(q[:, start:], k[:, start:], tower.num_heads, _scale(tower, cfg))
+        y = tower.norm_1(last, inputs.last[:, start:])
+        q, k = tower.project_in(last, y, "q"), tower.project_in(last, y, "k")
+        attn = qk_attention(q, k, tower.num_heads, _scale(tower, cfg))
     else:
         if cfg.method == "kk_last":
-            keys = tower.qkv(last, inputs.last)[1]
+            keys = tower.key(last, inputs.last)
         else:
             if inputs.k_mid is None:
                 raise InvalidInputError(f"readout {cfg.method!r}: expected middle-layer keys "
@@ -262,10 +284,18 @@ def _paper_family(tower: VisionTower, inputs: BlockInputs,
         with no_autocast(keys.device):
             attn = cra_attention(keys[:, start:], cfg.tau, cfg.eps, cfg.min_samples,
                                  relation=relation).softmax(dim=-1)
-    values = [v[:, start:] for v in dsi_values(tower, inputs)]
-    if cfg.dsi_mode == "value_mean" and len(values) > 1:
-        values = [torch.stack(values, dim=0).mean(dim=0)]
-    outs = [tower.out_proj(last, attend(attn, v, tower.num_heads)) for v in values]
+    if cfg.dsi_mode == "value_mean":
+        y = _mean_normed_input(tower, inputs, start)  # mean_j v_j = project(mean_j ln_1(x_j))
+        if attn.ndim == 3:
+            # one map for all heads, rows summing to 1: attn @ (y W^T + b) = (attn @ y) W^T + b,
+            # so attend first, then the value and output projections as one fused product
+            outs = [tower.value_out(last, attend(attn, y, tower.num_heads))]
+        else:
+            ctx = attend(attn, tower.project_in(last, y, "v"), tower.num_heads)
+            outs = [tower.out_proj(last, ctx)]
+    else:
+        outs = [tower.out_proj(last, attend(attn, v, tower.num_heads))
+                for v in dsi_values(tower, inputs, start)]
     return [z[:, 1 - start:] for z in outs]  # drop the class token row when it took part
 
 
@@ -274,19 +304,21 @@ def _baseline(tower: VisionTower, inputs: BlockInputs, cfg: ReadoutConfig) -> to
     last, heads, x = tower.num_layers, tower.num_heads, inputs.last
     if cfg.method == "vanilla":
         return tower.run_block(last, x)
-    q, k, v = tower.qkv(last, x)
+    y = tower.norm_1(last, x)
+    v = tower.project_in(last, y, "v")  # each readout computes only the projections it reads
     if cfg.method == "maskclip":
         return tower.out_proj(last, v)
     s = _scale(tower, cfg)
     if cfg.method == "sclip":
+        q, k = tower.project_in(last, y, "q"), tower.project_in(last, y, "k")
         attn = self_self_attention(q, heads, s) + self_self_attention(k, heads, s)
         x = x + tower.attn_residual_branch(last, attend(attn, v, heads))
         return tower.ffn_residual(last, x)
     if cfg.method == "clearclip":
-        attn = self_self_attention(q, heads, s)
+        attn = self_self_attention(tower.project_in(last, y, "q"), heads, s)
     elif cfg.method == "naclip":
-        bias = gaussian_window_bias(inputs.grid, cfg.naclip_std, with_cls=True, device=k.device)
-        attn = self_self_attention(k, heads, s, bias=bias)
+        bias = gaussian_window_bias(inputs.grid, cfg.naclip_std, with_cls=True, device=x.device)
+        attn = self_self_attention(tower.project_in(last, y, "k"), heads, s, bias=bias)
     else:
         raise InvalidConfigError(f"method: expected one of {', '.join(READOUTS)}, "
                                  f"got {cfg.method!r}")

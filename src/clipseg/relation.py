@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .errors import InvalidInputError, describe
 
-__all__ = ["dbscan_labels", "relation_attention"]
+__all__ = ["dbscan_labels", "relation_attention", "relation_from_similarity"]
 
 
 def _check_params(eps: float, min_samples: int) -> None:
@@ -133,6 +133,19 @@ def dbscan_labels(dist: torch.Tensor, eps: float, min_samples: int) -> torch.Ten
     return labels.squeeze(0) if squeeze else labels
 
 
+def relation_from_similarity(sim: torch.Tensor, eps: float, min_samples: int) -> torch.Tensor:
+    """:func:`relation_attention` from the cosine similarities ``k k^T`` (unit rows) themselves.
+
+    CRA computes ``k k^T`` for its attention anyway; passing it here saves a second ``(P, P)``
+    product. ``sim`` is ``(B, P, P)`` float; the result is that of :func:`relation_attention`.
+    """
+    if sim.ndim != 3 or sim.shape[-1] != sim.shape[-2] or not sim.is_floating_point():
+        raise InvalidInputError(f"sim: expected a float tensor (B, P, P), got {describe(sim)}")
+    labels = dbscan_labels(1.0 - sim.float(), eps, min_samples)
+    same = (labels.unsqueeze(2) == labels.unsqueeze(1)) & (labels >= 0).unsqueeze(2)
+    return same.float() * float(eps)
+
+
 def relation_attention(k: torch.Tensor, eps: float, min_samples: int) -> torch.Tensor:
     """CRA's relation attention ``G(k)``: ``eps`` for pairs in the same DBSCAN cluster, else 0.
 
@@ -154,7 +167,4 @@ def relation_attention(k: torch.Tensor, eps: float, min_samples: int) -> torch.T
     if k.ndim != 3 or not k.is_floating_point():
         raise InvalidInputError(f"k: expected a float tensor (B, P, C), got {describe(k)}")
     kn = F.normalize(k.float(), dim=-1)
-    dist = 1.0 - kn @ kn.transpose(1, 2)
-    labels = dbscan_labels(dist, eps, min_samples)
-    same = (labels.unsqueeze(2) == labels.unsqueeze(1)) & (labels >= 0).unsqueeze(2)
-    return same.float() * float(eps)
+    return relation_from_similarity(kn @ kn.transpose(1, 2), eps, min_samples)

@@ -166,7 +166,8 @@ def test_iter_encode_reports_each_new_synonym_and_keeps_what_finished(own_clip,
     counting = CountingModel(own_clip)
     loaded = wrap_model(own_clip, name=tiny_model_name)
     loaded.model = counting
-    encoder = TextEncoder(loaded, templates=["a {}", "the {}"])
+    # batch_size=2: one synonym (2 prompts) per pass, so a step is a pass and cancel is exact
+    encoder = TextEncoder(loaded, templates=["a {}", "the {}"], batch_size=2)
     encoder.encode(parse_classes("road,"))
     steps = encoder.iter_encode(parse_classes("road; street, building, tree"))
     assert next(steps) == (1, 3)  # "road" is cached: 3 new synonyms, one step each
@@ -180,6 +181,21 @@ def test_iter_encode_reports_each_new_synonym_and_keeps_what_finished(own_clip,
     torch.testing.assert_close(emb[3], _reference(loaded, "tree", [str("a {}").format,
                                                                   str("the {}").format]),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_several_synonyms_share_a_pass_and_each_is_still_one_step(own_clip, tiny_model_name):
+    counting = CountingModel(own_clip)
+    loaded = wrap_model(own_clip, name=tiny_model_name)
+    loaded.model = counting
+    encoder = TextEncoder(loaded, templates=["a {}", "the {}"], batch_size=5)
+    steps = list(encoder.iter_encode(parse_classes("road; street, building, tree, sky")))
+    assert steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert counting.prompts == 10 and counting.calls == 3  # passes of 2 + 2 + 1 synonyms
+    one_by_one = TextEncoder(wrap_model(own_clip, name=tiny_model_name),
+                             templates=["a {}", "the {}"], batch_size=2)
+    expected, _ = one_by_one.encode(parse_classes("road; street, building, tree, sky"))
+    together, _ = encoder.encode(parse_classes("road; street, building, tree, sky"))
+    torch.testing.assert_close(together, expected, atol=1e-6, rtol=0)
 
 
 # -- class_logits -------------------------------------------------------------------------------

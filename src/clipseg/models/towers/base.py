@@ -29,6 +29,9 @@ SUPPORTED_TOWERS = (
     "with fused qkv, token or avg pooling, linear/MLP head)")
 
 
+_PARTS = ("q", "k", "v")
+
+
 def unsupported(what: str, got: Any) -> UnsupportedModelError:
     """Refusal naming the supported towers, the violated requirement and what arrived."""
     return UnsupportedModelError(
@@ -197,6 +200,74 @@ class VisionTower(ABC):
             ``q, k, v`` each ``(B, N, width)``, heads concatenated (head ``j`` is channels
             ``j*head_dim:(j+1)*head_dim``); no attention scaling applied.
         """
+
+    # -- the projections alone (each readout computes only what it reads) ----------------------
+    @abstractmethod
+    def norm_1(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``index``'s first norm (before attention): ``(B, N, width) -> (B, N, width)``."""
+
+    @abstractmethod
+    def _in_proj(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Block ``index``'s fused input projection: weight ``(3 * width, width)`` with rows
+        q, k, v (heads concatenated in each), and its bias ``(3 * width,)`` or None."""
+
+    @abstractmethod
+    def _out_linear(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Block ``index``'s attention output projection as weight ``(width, width)`` and bias."""
+
+    def project_in(self, index: int, y: torch.Tensor, part: str) -> torch.Tensor:
+        """One of block ``index``'s input projections of ``y = norm_1(x)``.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            ``(B, N, width)``, already through :meth:`norm_1`.
+        part : {"q", "k", "v"}
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, width)``: that part of :meth:`qkv`, at a third of its work.
+        """
+        if part not in _PARTS:
+            raise InvalidInputError(f"part: expected one of q, k, v, got {part!r}")
+        weight, bias = self._in_proj(index)
+        rows = slice(_PARTS.index(part) * self.width, (_PARTS.index(part) + 1) * self.width)
+        return F.linear(y, weight[rows], None if bias is None else bias[rows])
+
+    def key(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Keys of block ``index`` for its input ``x``: ``qkv(index, x)[1]``, computed alone."""
+        return self.project_in(index, self.norm_1(index, x), "k")
+
+    def value(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Values of block ``index`` for its input ``x``: ``qkv(index, x)[2]``, computed alone."""
+        return self.project_in(index, self.norm_1(index, x), "v")
+
+    def value_out(self, index: int, y: torch.Tensor) -> torch.Tensor:
+        """``out_proj(project_in(index, y, "v"))`` as one product with a fused weight.
+
+        Both maps are affine, so ``W_o (W_v y + b_v) + b_o = (W_o W_v) y + (W_o b_v + b_o)``;
+        the fused ``(width, width)`` weight is computed once per block (again if the weights
+        change in place) and saves one ``width x width`` product per token. Equal to the two
+        steps up to float rounding.
+        """
+        w_in, b_in = self._in_proj(index)
+        w_o, b_o = self._out_linear(index)
+        rows = slice(2 * self.width, 3 * self.width)
+        stamp = (w_in._version, w_o._version, w_in.data_ptr(), w_o.data_ptr(),
+                 None if b_in is None else b_in._version, None if b_o is None else b_o._version)
+        fused = self.__dict__.setdefault("_fused", {})
+        cached = fused.get(index)
+        if cached is None or cached[0] != stamp:
+            with torch.no_grad():
+                weight = w_o.float() @ w_in[rows].float()
+                bias = torch.zeros(self.width, device=weight.device) if b_o is None \
+                    else b_o.float().clone()
+                if b_in is not None:
+                    bias += w_o.float() @ b_in[rows].float()
+            cached = (stamp, weight.to(w_o.dtype), bias.to(w_o.dtype))
+            fused[index] = cached
+        return F.linear(y, cached[1], cached[2])
 
     @abstractmethod
     def out_proj(self, index: int, ctx: torch.Tensor) -> torch.Tensor:

@@ -105,6 +105,17 @@ class OpenClipViTTower(VisionTower):
         q, k, v = qkv.chunk(3, dim=-1)
         return q, k, v
 
+    def norm_1(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._block(index).ln_1(x)
+
+    def _in_proj(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn = self._block(index).attn
+        return attn.in_proj_weight, attn.in_proj_bias
+
+    def _out_linear(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self._block(index).attn.out_proj
+        return out.weight, out.bias
+
     def out_proj(self, index: int, ctx: torch.Tensor) -> torch.Tensor:
         return self._block(index).attn.out_proj(ctx)
 

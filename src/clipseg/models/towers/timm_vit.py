@@ -169,6 +169,18 @@ class TimmViTTower(VisionTower):
         q, k, v = block.attn.qkv(block.norm1(x)).chunk(3, dim=-1)
         return q, k, v
 
+    def norm_1(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._block(index).norm1(x)
+
+    def _in_proj(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        qkv = self._block(index).attn.qkv
+        return qkv.weight, qkv.bias
+
+    def _out_linear(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # proj_drop is a no-op in eval mode, which the tower checks before reading
+        proj = self._block(index).attn.proj
+        return proj.weight, proj.bias
+
     def out_proj(self, index: int, ctx: torch.Tensor) -> torch.Tensor:
         attn = self._block(index).attn
         return attn.proj_drop(attn.proj(ctx))
