@@ -52,6 +52,15 @@ DSI_MODES: tuple[str, ...] = ("value_mean", "embedding_mean")
 #: Prompt sets for class names (see :func:`clipseg.text.prompt_templates`).
 PROMPT_SETS: tuple[str, ...] = ("imagenet80", "imagenet7", "name")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: Resampling of positional embeddings for windows other than the training size (mirrors
+#: ``clipseg.models.towers.POS_INTERP_MODES``, which this light module cannot import).
+POS_INTERPS: tuple[str, ...] = ("bilinear", "bicubic", "bicubic_scale")
+#: How a window side that is not a multiple of the patch size is fed to the ViT.
+PATCH_FITS: tuple[str, ...] = ("resize", "drop")
+#: How a class's synonyms are combined into one score.
+SYNONYM_REDUCES: tuple[str, ...] = ("max_logit", "softmax_then_max")
+#: Which image guides PAMR.
+PAMR_GUIDES: tuple[str, ...] = ("original", "resized")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 #: Where the widget shows an option: in the main form, under "Advanced", or not at all (the
@@ -265,6 +274,11 @@ def _check_short_side(name: str, value: Any) -> None:
         _fail(name, "0 (keep the original size) or an integer >= 16", value)
 
 
+def _check_crop(name: str, value: Any) -> None:
+    if value != 0 and value < 16:
+        _fail(name, "0 (one window: the whole resized image) or an integer >= 16", value)
+
+
 # --------------------------------------------------------------------------------------------
 # the groups
 # --------------------------------------------------------------------------------------------
@@ -343,6 +357,12 @@ class ReadoutConfig:
     naclip_std: float = option(
         5.0, low=0.0, low_open=True, unit="patches",
         help="Standard deviation of NACLIP's Gaussian neighbourhood window.")
+    pos_interp: str = option(
+        "bilinear", choices=POS_INTERPS,
+        help="How positional embeddings are resampled for a window other than the training "
+             "size. bilinear (default) is smooth and the engine's own choice; bicubic resamples "
+             "to the grid size as TCL does; bicubic_scale uses the scale factor (n + 0.1) / N0 "
+             "of DINO's formula, as SCLIP, ClearCLIP and NACLIP do.")
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -358,9 +378,10 @@ class WindowConfig:
         help="Resize the image so its short side has this many pixels before windowing. "
              "0 keeps the original size (and lets large images be tiled).")
     crop: int | None = option(
-        None, low=16, unit="px", none="the model's value (224 for /16 models)", step=16,
-        label="window",
-        help="Sliding-window size, in resized pixels.")
+        None, low=0, unit="px", none="the model's value (224 for /16 models)", step=16,
+        label="window", check=_check_crop,
+        help="Sliding-window size, in resized pixels. 0 runs the whole resized image as one "
+             "window (NACLIP's slide_crop=0 on Pascal VOC); stride is then not used.")
     stride: int | None = option(
         None, low=1, unit="px", none="the model's value (112 for /16 models)", step=16,
         help="Step between windows, in resized pixels; at most the window size.")
@@ -368,10 +389,22 @@ class WindowConfig:
         8, low=1, high=4096, unit="windows", label="windows per batch",
         help="Windows per forward pass (and per progress step). Halved automatically when "
              "memory runs out.")
+    antialias: bool = option(
+        True,
+        help="Anti-alias when shrinking the image to short_side (default), so fine detail is "
+             "not aliased into the model's input. Off is the plain bilinear resize of mmseg / "
+             "OpenCV that SCLIP, ClearCLIP, NACLIP and TCL evaluate with.")
+    patch_fit: str = option(
+        "resize", choices=PATCH_FITS,
+        help="How a window whose side is not a multiple of the patch size is fed to the ViT "
+             "(only windows cut short by a small image, or crop 0): resize (default) stretches "
+             "it to the next multiple so every pixel is seen; drop leaves the pixels past the "
+             "last whole patch out, as the patch convolution of SCLIP and NACLIP does, and "
+             "stretches the patch grid's logits over the window.")
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        if self.crop is not None and self.stride is not None and self.stride > self.crop:
+        if self.crop and self.stride is not None and self.stride > self.crop:
             _fail("stride", f"at most crop ({self.crop}) so windows cover the image", self.stride)
 
 
@@ -395,6 +428,14 @@ class LabelConfig:
         help="Sentences each class name is put into before text encoding: imagenet80 = "
              "CLIP's 80 ImageNet prompts (the paper's), imagenet7 = CLIP's 7 (about 11 times "
              "less text work on a CPU), name = the bare name.")
+    synonym_reduce: str = option(
+        "max_logit", choices=SYNONYM_REDUCES,
+        help="How the synonyms of a class (road; street) make one score. max_logit (default): "
+             "the best synonym's cosine on the patch grid, then one softmax over classes, so "
+             "probabilities sum to 1. softmax_then_max: every synonym is upsampled and "
+             "stitched, the softmax runs over all synonyms and a class takes its best "
+             "synonym's probability (SCLIP, ClearCLIP, NACLIP); probabilities then need not "
+             "sum to 1.")
 
     def __post_init__(self) -> None:
         ct = self.class_thresholds
@@ -433,6 +474,11 @@ class RefineConfig:
         512, low=16, unit="px",
         help="Core tile side of PAMR; each tile is padded by a halo of iterations x the "
              "largest dilation, so tiling does not change the result.")
+    pamr_guide: str = option(
+        "original", choices=PAMR_GUIDES,
+        help="The image whose edges PAMR follows: original (default) is the image itself at "
+             "full detail; resized is what the model saw (the resized image), upsampled back "
+             "bilinearly, as SCLIP and NACLIP do.")
 
     def __post_init__(self) -> None:
         dil = self.pamr_dilations

@@ -126,7 +126,7 @@ class DenseEncoder:
         dsi_wanted = set(dsi_blocks(cfg, depth))
         k_mid: torch.Tensor | None = None
         dsi: dict[int, torch.Tensor] = {}
-        x = tower.embed(pixels)
+        x = tower.embed(pixels, cfg.pos_interp)
         for index in range(1, depth):
             if want_k and index == self.middle_layer:
                 k_mid = tower.key(index, x)

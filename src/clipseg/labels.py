@@ -3,6 +3,10 @@
 ``probs = softmax(logit_scale * cos)`` over the classes; each pixel takes the class with the
 highest probability (label ``k + 1`` for class ``k``), unless that probability is below the
 threshold of the winning class, in which case it stays 0 = unlabeled.
+
+With per-synonym maps (``synonym_reduce = "softmax_then_max"``) the softmax runs over all
+synonyms and each class takes the highest probability among its synonyms, as SCLIP, ClearCLIP
+and NACLIP do; those class probabilities need not sum to 1.
 """
 from __future__ import annotations
 
@@ -59,14 +63,16 @@ def class_threshold_vector(names: Sequence[str], config: LabelConfig) -> np.ndar
 
 
 def labels_from_logits(logits: torch.Tensor | np.ndarray, names: Sequence[str],
-                       config: LabelConfig, logit_scale: float
+                       config: LabelConfig, logit_scale: float,
+                       owner: torch.Tensor | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Label image and class probabilities from cosine logits.
 
     Parameters
     ----------
     logits : torch.Tensor or np.ndarray
-        ``(K, H, W)`` cosine similarities between pixel and class embeddings.
+        ``(K, H, W)`` cosine similarities between pixel and class embeddings, or ``(S, H, W)``
+        per synonym when ``owner`` is given.
     names : sequence of str
         ``K`` class names in label order (class ``k`` gets label ``k + 1``).
     config : LabelConfig
@@ -74,6 +80,9 @@ def labels_from_logits(logits: torch.Tensor | np.ndarray, names: Sequence[str],
         is not read here: pass the resolved value as ``logit_scale``.
     logit_scale : float
         Multiplies the cosines before the softmax over classes (> 0).
+    owner : torch.LongTensor or None
+        ``(S,)`` class index of each synonym map: the softmax runs over the ``S`` synonyms and
+        class ``k`` takes ``max_{s: owner[s] = k} p_s`` (None: the maps are classes already).
 
     Returns
     -------
@@ -81,7 +90,7 @@ def labels_from_logits(logits: torch.Tensor | np.ndarray, names: Sequence[str],
         ``(H, W)``, uint8 when ``K <= 255`` else uint16; 0 where the winning class's probability
         is below its threshold.
     probs : np.ndarray
-        ``(K, H, W)`` float32, sums to 1 over the first axis.
+        ``(K, H, W)`` float32; sums to 1 over the first axis when ``owner`` is None.
     """
     if isinstance(logits, np.ndarray):
         logits = torch.from_numpy(logits)
@@ -89,7 +98,17 @@ def labels_from_logits(logits: torch.Tensor | np.ndarray, names: Sequence[str],
         raise InvalidInputError(f"labels_from_logits: expected (K, H, W) float logits, got "
                                 f"{describe(logits)}")
     names = list(names)
-    num_classes, height, width = logits.shape
+    num_maps, height, width = logits.shape
+    num_classes = num_maps if owner is None else len(names)
+    if owner is not None:
+        owner = owner.to("cpu")
+        if owner.ndim != 1 or owner.dtype != torch.long or owner.shape[0] != num_maps \
+                or owner.numel() == 0 or int(owner.min()) < 0 \
+                or int(owner.max()) >= num_classes \
+                or bool((torch.bincount(owner, minlength=num_classes) == 0).any()):
+            raise InvalidInputError(
+                f"labels_from_logits: expected owner as a LongTensor ({num_maps},) giving each "
+                f"of the {num_classes} classes at least one synonym map, got {describe(owner)}")
     if len(names) != num_classes:
         raise InvalidInputError(f"labels_from_logits: expected {num_classes} class names (one per "
                                 f"logit map), got {len(names)}")
@@ -110,6 +129,10 @@ def labels_from_logits(logits: torch.Tensor | np.ndarray, names: Sequence[str],
         r1 = min(height, r0 + rows)
         chunk = logits[:, r0:r1].to(device="cpu", dtype=torch.float32)
         p = torch.softmax(chunk * float(logit_scale), dim=0)
+        if owner is not None:  # (S, h, W) -> (K, h, W): each class's best synonym
+            index = owner.view(-1, 1, 1).expand(p.shape)
+            p = torch.full((num_classes, *p.shape[1:]), float("-inf")).scatter_reduce(
+                0, index, p, reduce="amax", include_self=True)
         top, arg = p.max(dim=0)
         keep = top >= thresholds[arg]
         lab = torch.where(keep, arg + 1, torch.zeros_like(arg))

@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import LabelConfig, RefineConfig, SegmentConfig
 from .errors import ClipSegError, InvalidConfigError, InvalidInputError, describe
 from .features import DenseEncoder
 from .generators import drain, relay
-from .image import to_pixels, validate_rgb
+from .image import validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
 from .models.towers import VisionTower
@@ -35,8 +34,8 @@ from .resolve import resolve_config
 from .results import Progress, SegmentationResult, WindowEmbeddings
 from .text import ClassSpec, TextEncoder, class_logits, parse_classes, prompt_templates
 from .text_cache import open_text_cache
-from .tiling import Box, Stitcher, model_input_size, resize_short_side, upsample_logits, \
-    window_boxes
+from .tiling import Box, Stitcher, upsample_logits
+from .windows import plan_windows, resized_guide, window_pixels
 
 __all__ = ["Progress", "SegmentationResult", "WindowEmbeddings", "Segmenter", "segment"]
 
@@ -182,7 +181,8 @@ class Segmenter:
 
     def _key(self, image: np.ndarray, cfg: SegmentConfig) -> tuple:
         w, loaded = cfg.window, self.loaded
-        return (_image_digest(image), cfg.readout, (w.short_side, w.crop, w.stride),
+        return (_image_digest(image), cfg.readout,
+                (w.short_side, w.crop, w.stride, w.antialias, w.patch_fit),
                 id(loaded.model), loaded.name, str(loaded.device), loaded.compute_dtype)
 
     # -- the window pass ---------------------------------------------------------------------
@@ -213,17 +213,12 @@ class Segmenter:
             yield Progress("windows", n, n)
             return self._cache.embeddings
         self._cache = None  # a new image: the old cache must not outlive a cancelled run
-        resized = resize_short_side(_image01(image), cfg.window.short_side)
-        np.clip(resized, 0.0, 1.0, out=resized)
-        boxes = window_boxes(resized.shape[0], resized.shape[1], cfg.window.crop,
-                             cfg.window.stride)
+        plan = plan_windows(_image01(image), cfg.window)
+        resized, boxes = plan.resized, plan.boxes
         groups: list[tuple[list[Box], torch.Tensor]] = []
         done = 0
-        by_size: dict[tuple[int, int], list[Box]] = {}
-        for box in boxes:
-            by_size.setdefault((box[2] - box[0], box[3] - box[1]), []).append(box)
         batch = cfg.window.batch_size
-        for size_boxes in by_size.values():
+        for size_boxes in plan.groups():
             start = 0
             while start < len(size_boxes):
                 chunk = size_boxes[start:start + batch]
@@ -263,14 +258,8 @@ class Segmenter:
     def _encode(self, resized: np.ndarray, boxes: list[Box]) -> torch.Tensor:
         """``(n, h, w, D)`` CPU embeddings of same-size ``boxes`` of the resized image."""
         loaded, encoder = self.loaded, self.encoder
-        y0, x0, y1, x1 = boxes[0]
-        in_h, in_w = model_input_size(y1 - y0, x1 - x0, encoder.tower.patch_size)
-        crops = [to_pixels(resized[b[0]:b[2], b[1]:b[3]], loaded.mean, loaded.std, loaded.device)
-                 for b in boxes]
-        pixels = torch.cat(crops)
-        if (in_h, in_w) != (y1 - y0, x1 - x0):
-            pixels = F.interpolate(pixels, size=(in_h, in_w), mode="bilinear",
-                                   align_corners=False)
+        pixels = window_pixels(resized, boxes, loaded.mean, loaded.std, loaded.device,
+                               encoder.tower.patch_size, self.resolved_config.window.patch_fit)
         dtype = loaded.compute_dtype
         with torch.no_grad(), torch.autocast(loaded.device.type, dtype=dtype,
                                              enabled=dtype != torch.float32):
@@ -292,14 +281,22 @@ class Segmenter:
         """Stitched logits -> optional PAMR -> labels, from cached window embeddings."""
         loaded = self.loaded
         k = len(specs)
+        # max_logit: one map per class (best synonym on the patch grid); softmax_then_max: one
+        # map per synonym, reduced to classes after the softmax (labels_from_logits).
+        per_synonym = labels.synonym_reduce == "softmax_then_max"
+        maps = int(text.shape[0]) if per_synonym else k
         emb = cache.embeddings
-        stitcher = Stitcher(k, *emb.resized_size)
+        stitcher = Stitcher(maps, *emb.resized_size)
         with torch.no_grad():
             for boxes, tensor in emb.groups:  # boxes of one group share their size
-                cos = class_logits(tensor.to(loaded.device), text, owner, k)  # (n, h, w, K)
+                if per_synonym:
+                    cos = tensor.to(loaded.device).float() @ text.to(
+                        device=loaded.device, dtype=torch.float32).T          # (n, h, w, S)
+                else:
+                    cos = class_logits(tensor.to(loaded.device), text, owner, k)  # (n, h, w, K)
                 cos = cos.permute(0, 3, 1, 2)
                 size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
-                step = max(1, UPSAMPLE_FLOATS // (k * size[0] * size[1]))
+                step = max(1, UPSAMPLE_FLOATS // (maps * size[0] * size[1]))
                 for i in range(0, len(boxes), step):
                     windows = upsample_logits(cos[i:i + step], size)      # (n', K, bh, bw)
                     for box, window in zip(boxes[i:i + step], windows):
@@ -308,14 +305,18 @@ class Segmenter:
             del stitcher
             if refine.pamr:
                 yield Progress("refine", 0, 1)
-                image = torch.from_numpy(_image01(cache.image)).permute(2, 0, 1)
+                if refine.pamr_guide == "resized":
+                    image = resized_guide(_image01(cache.image), self.resolved_config.window)
+                else:
+                    image = torch.from_numpy(_image01(cache.image)).permute(2, 0, 1)
                 logits = pamr(image, logits, refine.pamr_dilations, refine.pamr_iterations,
                               refine.pamr_tile, device=loaded.device)
                 yield Progress("refine", 1, 1)
         yield Progress("labels", 0, 1)
         labels = self._resolve_labels(labels)
         names = [spec.name for spec in specs]
-        label_image, probs = labels_from_logits(logits, names, labels, labels.logit_scale)
+        label_image, probs = labels_from_logits(logits, names, labels, labels.logit_scale,
+                                                owner=owner if per_synonym else None)
         yield Progress("labels", 1, 1)
         cache.classes = specs
         config = dataclasses.replace(self.resolved_config, labels=labels, refine=refine)

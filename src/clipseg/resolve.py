@@ -67,7 +67,7 @@ def resolve_config(config: SegmentConfig, entry: Any | None = None, *,
         raise InvalidConfigError(f"model {entry.key!r}: its defaults do not fit the options "
                                  f"given: {exc}") from exc
     window = resolved.window
-    if window.stride > window.crop:
+    if window.crop != 0 and window.stride > window.crop:  # crop 0: one whole-image window
         raise InvalidConfigError(f"stride: expected at most crop ({window.crop}) so windows "
                                  f"cover the image, got {window.stride}")
     if num_layers is not None:

@@ -32,8 +32,7 @@ def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int,
     height, width : int
         Original size in pixels.
     short_side : int or None
-        0 or None keeps the original size.
-        Target length of the shorter side; None keeps the size.
+        Target length of the shorter side; 0 or None keeps the size.
 
     Returns
     -------
@@ -50,19 +49,23 @@ def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int,
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
-    """Resize so the shorter side has ``short_side`` pixels (bilinear).
+def resize_short_side(image: np.ndarray, short_side: int | None, *,
+                      antialias: bool = True) -> np.ndarray:
+    """Resize so the shorter side has ``short_side`` pixels (bilinear, ``align_corners=False``).
 
-    Shrinking is anti-aliased (``torch.nn.functional.interpolate(..., antialias=True)``), so a
-    large image is not aliased into the model's input.
+    With ``antialias`` (the default) shrinking is anti-aliased
+    (``torch.nn.functional.interpolate(..., antialias=True)``), so a large image is not aliased
+    into the model's input; without it the resize is the plain bilinear one of mmseg / OpenCV
+    (``cv2.INTER_LINEAR``) that the peers evaluate with. Enlarging is never anti-aliased.
 
     Parameters
     ----------
     image : np.ndarray
         ``(H, W, C)`` array, any real dtype; values are not rescaled.
     short_side : int or None
-        0 or None keeps the original size.
-        Target length of the shorter side; None returns the image unchanged (as float32).
+        Target length of the shorter side; 0 or None returns the image unchanged (as float32).
+    antialias : bool
+        Anti-alias when shrinking.
 
     Returns
     -------
@@ -80,7 +83,7 @@ def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
     tensor = tensor.permute(2, 0, 1).unsqueeze(0)
     shrinking = out_h < height or out_w < width
     resized = F.interpolate(tensor, size=(out_h, out_w), mode="bilinear", align_corners=False,
-                            antialias=shrinking)
+                            antialias=bool(antialias) and shrinking)
     return resized[0].permute(1, 2, 0).contiguous().numpy()
 
 

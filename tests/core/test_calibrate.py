@@ -111,6 +111,61 @@ def test_calibrate_matches_keys_from_open_clips_forward(tiny_clip, tiny_model_na
     assert all(0.0 <= v <= 1.0 for v in report.scores["output"])
 
 
+def test_calibrate_measures_the_windows_inference_feeds(tiny_clip, tiny_model_name):
+    """An image shorter than the window: inference resizes the 20-row windows to 24 rows (the
+    next multiple of the 8 px patch). Calibration must measure those same inputs, so its key
+    AUROC equals one computed from the keys of the Segmenter's own pass (captured with
+    read-only pre-hooks on the attention modules)."""
+    from clipseg.apps.calibrate import nearest
+    from clipseg.config import SegmentConfig
+    from clipseg.pipeline import Segmenter
+    from clipseg.windows import plan_windows
+
+    loaded = wrap_model(tiny_clip, name=tiny_model_name, device="cpu")
+    rng = np.random.default_rng(4)
+    mask = np.ones((20, 44), np.int64)
+    mask[:, 22:] = 2
+    image = np.where(mask[..., None] == 2, [0.8, 0.3, 0.2], [0.2, 0.4, 0.7])
+    image = np.clip(image + 0.1 * rng.normal(size=image.shape), 0, 1).astype(np.float32)
+    config = SegmentConfig.from_flat(model=tiny_model_name, short_side=20, crop=32, stride=32,
+                                     device="cpu", method="vanilla")
+    report = calibrate(loaded, [image], [mask], kinds=("key",), short_side=20, crop=32,
+                       config=config, pairs=10**6, ignore=())
+
+    captured = []
+    blocks = tiny_clip.visual.transformer.resblocks
+    handles = [b.attn.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach()))
+               for b in blocks]
+    try:
+        segmenter = Segmenter(config, model=loaded)
+        emb = segmenter.window_embeddings(image)
+        while True:
+            try:
+                next(emb)
+            except StopIteration:
+                break
+    finally:
+        for h in handles:
+            h.remove()
+    boxes = plan_windows(image, segmenter.resolved_config.window).boxes
+    assert [b[2] - b[0] for b in boxes] == [20, 20]        # cut short by the image
+    assert captured[0].shape[1] == 1 + 3 * 4               # ...and fed as 24 x 32 pixels
+    scores = []
+    for layer, ln1 in enumerate(captured[:len(blocks) - 1], start=1):  # block L: the readout
+        w, bias = blocks[layer - 1].attn.in_proj_weight, blocks[layer - 1].attn.in_proj_bias
+        width = w.shape[1]
+        per_window = []
+        for n, (y0, x0, y1, x1) in enumerate(boxes):
+            labels = patch_labels(nearest(mask[y0:y1, x0:x1], (24, 32)), (3, 4), 8, ignore=())
+            a, b = np.triu_indices(len(labels), k=1)
+            k = (ln1[n, 1:] @ w[width:2 * width].T + bias[width:2 * width]).numpy()
+            k = k / np.linalg.norm(k, axis=1, keepdims=True)
+            per_window.append(roc_auc_score(labels[a] == labels[b], np.sum(k[a] * k[b], 1)))
+        scores.append(np.mean(per_window))
+    np.testing.assert_allclose(report.scores["key"][:len(scores)], scores, atol=1e-5)
+    assert report.windows == 2 and (report.short_side, report.crop) == (20, 32)
+
+
 def test_a_layer_made_perfectly_coherent_is_chosen(tiny_clip, tiny_model_name):
     """Weight surgery: without positional embeddings, patches of one flat colour stay identical
     tokens through every block. Blocks other than 3 get constant keys (AUROC 0.5: all pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from clipseg.config import (
@@ -110,3 +111,27 @@ def test_replace_validates_the_new_value():
 def test_group_type_is_checked():
     with pytest.raises(InvalidConfigError):
         SegmentConfig(readout=WindowConfig())  # type: ignore[arg-type]
+
+
+def test_crop_zero_is_one_whole_image_window():
+    from clipseg.resolve import resolve_config
+    from clipseg.windows import plan_windows
+
+    cfg = SegmentConfig.from_flat(crop=0, stride=112, short_side=0)
+    assert cfg.window.crop == 0  # stride above a zero crop is not an error: it is unused
+    with pytest.raises(InvalidConfigError, match=r"0 \(one window: the whole resized image\)"):
+        WindowConfig(crop=8)
+    resolved = resolve_config(cfg)
+    plan = plan_windows(np.zeros((30, 50, 3), np.float32), resolved.window)
+    assert plan.boxes == ((0, 0, 30, 50),)
+
+
+def test_peer_protocol_options_keep_todays_defaults():
+    cfg = SegmentConfig()
+    assert cfg.readout.pos_interp == "bilinear" and cfg.window.antialias is True
+    assert cfg.window.patch_fit == "resize" and cfg.labels.synonym_reduce == "max_logit"
+    assert cfg.refine.pamr_guide == "original"
+    with pytest.raises(InvalidConfigError, match="bicubic_scale"):
+        cfg.replace(pos_interp="nearest")
+    with pytest.raises(InvalidConfigError, match="softmax_then_max"):
+        cfg.replace(synonym_reduce="mean")

@@ -141,14 +141,14 @@ def test_missing_layout_and_colour_labels_are_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("key", sorted(DATASETS))
-@pytest.mark.parametrize("variant", ["plain", "sclip"])
+@pytest.mark.parametrize("variant", ["plain", "sclip", "clearclip"])
 def test_class_lists_have_one_line_per_class(key, variant):
     spec = get_spec(key)
     names = class_names(key, variant)
     assert len(names) == spec.num_classes
     first = [n.split(";")[0].strip() for n in names]
     assert len(set(first)) == len(first), "class names must be unique"
-    if spec.background and variant == "plain":
+    if spec.background and variant in ("plain", "clearclip"):
         assert names[0] == "background"
     # the engine accepts the list as is (no synonym shared by two classes)
     assert len(parse_classes(names)) == spec.num_classes

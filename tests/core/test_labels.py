@@ -81,3 +81,20 @@ def test_bad_input(cos):
         labels_from_logits(cos[0], ["a"], LabelConfig(), 40.0)
     with pytest.raises(InvalidInputError, match="logit_scale"):
         labels_from_logits(cos, ["a", "b", "c"], LabelConfig(), 0.0)
+
+
+def test_per_synonym_maps_softmax_over_synonyms_then_max_per_class():
+    """SCLIP's postprocess_result: softmax over all queries, then the best query per class."""
+    gen = torch.Generator().manual_seed(3)
+    cos = torch.rand(5, 4, 6, generator=gen) * 0.4
+    owner = torch.tensor([0, 0, 1, 2, 2])
+    labels, probs = labels_from_logits(cos, ["a", "b", "c"], LabelConfig(threshold=0.3), 40.0,
+                                       owner=owner)
+    p = torch.softmax(40.0 * cos, dim=0)
+    expected = torch.stack([p[:2].max(0).values, p[2], p[3:].max(0).values])
+    np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
+    top, arg = expected.max(0)
+    np.testing.assert_array_equal(labels, torch.where(top >= 0.3, arg + 1, 0).numpy())
+    assert not np.allclose(probs.sum(0), 1.0)  # class probabilities need not sum to 1
+    with pytest.raises(InvalidInputError, match="at least one synonym map"):
+        labels_from_logits(cos, ["a", "b", "c", "d"], LabelConfig(), 40.0, owner=owner)

@@ -190,3 +190,23 @@ def test_refuses_attention_dropout_in_train_mode():
     visual.train()
     with pytest.raises(UnsupportedModelError, match="attention dropout"):
         tower.embed(torch.zeros(1, 3, 32, 32))
+
+
+def test_pos_embed_modes_follow_their_formulas(rng):
+    pos = torch.randn(1 + 16, 8, generator=rng)
+    grid = pos[1:].reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
+
+    def rows(g):
+        return g.permute(0, 2, 3, 1).reshape(-1, 8)
+
+    cubic = F.interpolate(grid, size=(6, 3), mode="bicubic", align_corners=False)
+    dino = F.interpolate(grid, scale_factor=(6.1 / 4, 3.1 / 4), mode="bicubic")
+    torch.testing.assert_close(interpolate_pos_embed(pos, (4, 4), (6, 3), mode="bicubic")[1:],
+                               rows(cubic))
+    ours = interpolate_pos_embed(pos, (4, 4), (6, 3), mode="bicubic_scale")
+    torch.testing.assert_close(ours[1:], rows(dino))
+    torch.testing.assert_close(ours[:1], pos[:1])
+    assert not torch.allclose(ours[1:], rows(cubic), atol=1e-3)  # the factor moves samples
+    assert interpolate_pos_embed(pos, (4, 4), (4, 4), mode="bicubic_scale") is pos
+    with pytest.raises(InvalidInputError, match="bicubic_scale"):
+        interpolate_pos_embed(pos, (4, 4), (6, 3), mode="nearest")

@@ -6,10 +6,14 @@ random patches carry the same ground-truth class; the metric is the AUROC of tha
 averaged over images. The layer whose keys score highest is M. Queries, values and block
 outputs are measured the same way for comparison.
 
-Here each image is resized (short side) and cut into non-overlapping windows of the model's
-crop size; each window counts as one image. A patch takes the majority label of its pixels;
-patches whose majority is an ignored label (default 0 = unlabeled, napari's convention) are
-left out. The same random pairs are used for every layer and feature kind of a window.
+Here each image goes through the engine's own window preparation
+(:func:`clipseg.windows.plan_windows` and :func:`clipseg.windows.window_pixels`, the functions
+inference uses, with options resolved by :func:`clipseg.resolve.resolve_config`): resized to
+the short side and cut into non-overlapping windows of the crop size, an edge window fed as
+inference feeds it (``patch_fit``); each window counts as one image. The mask follows the same
+geometry (nearest neighbour). A patch takes the majority label of its pixels; patches whose
+majority is an ignored label (default 0 = unlabeled, napari's convention) are left out. The
+same random pairs are used for every layer and feature kind of a window.
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import ModelConfig, SegmentConfig
 from ..errors import InvalidConfigError, InvalidInputError, describe
-from ..image import as_rgb01, to_pixels
+from ..image import as_rgb01
+from ..models.registry import ModelEntry
+from ..resolve import resolve_config
+from ..windows import fed_size, plan_windows, window_pixels
 from .calibrate_cli import KINDS
 from .metrics import auroc
-from ..models.registry import ModelEntry
-from ..tiling import resize_short_side, resized_shape, window_boxes
 
 __all__ = ["KINDS", "CalibrationReport", "calibrate", "coherence_auroc", "sample_pairs",
            "patch_labels", "add_subparser"]
@@ -87,6 +93,19 @@ def coherence_auroc(features: np.ndarray | torch.Tensor, labels: np.ndarray,
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     similarity = np.einsum("mc,mc->m", f[i], f[j])
     return auroc(similarity, labels[i] == labels[j])
+
+
+def nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` resampled to ``size`` by nearest neighbour at pixel centres (labels stay labels).
+
+    Output pixel ``(r, c)`` takes input ``(floor((r + 0.5) H / h), floor((c + 0.5) W / w))``.
+    """
+    h, w = (int(v) for v in size)
+    if tuple(mask.shape) == (h, w):
+        return mask
+    rows = np.minimum(((np.arange(h) + 0.5) * mask.shape[0] / h).astype(int), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * mask.shape[1] / w).astype(int), mask.shape[1] - 1)
+    return mask[rows][:, cols]
 
 
 def patch_labels(mask: np.ndarray, grid: tuple[int, int], patch: int,
@@ -210,6 +229,10 @@ class CalibrationReport:
     def profile_entry(self, name: str, *, checkpoint: str | None = None,
                       stride: int | None = None) -> ModelEntry:
         """The registry entry with the calibrated layer and window (``key = name``)."""
+        if self.crop == 0:
+            raise InvalidConfigError("profile: expected a calibration with a window size "
+                                     "(crop >= 16) to save as the profile's window, got crop 0 "
+                                     "(whole image); calibrate with --crop")
         stride = max(1, self.crop // 2) if stride is None else stride
         return dataclasses.replace(
             self.entry, key=name, middle_layer=self.best_layer, crop=self.crop, stride=stride,
@@ -235,8 +258,9 @@ def _check_inputs(images: Sequence[Any], masks: Sequence[Any]) -> None:
 @torch.no_grad()
 def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
               kinds: Sequence[str] = KINDS, short_side: int | None = None,
-              crop: int | None = None, pairs: int = 4096, ignore: Sequence[int] = (0,),
-              seed: int = 0, progress: bool = False) -> CalibrationReport:
+              crop: int | None = None, config: SegmentConfig | None = None,
+              pairs: int = 4096, ignore: Sequence[int] = (0,), seed: int = 0,
+              progress: bool = False) -> CalibrationReport:
     """Measure per-layer coherence on labelled images and suggest the middle layer.
 
     Parameters
@@ -251,7 +275,11 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
     kinds : sequence of str
         Subset of :data:`KINDS`; must include ``"key"`` (the layer is chosen on keys).
     short_side, crop : int or None
-        Resize and window size; None = the model entry's values.
+        Resize and window size; None = the value of ``config``, else the model's
+        (:func:`clipseg.resolve.resolve_config`). Windows do not overlap (stride = crop).
+    config : SegmentConfig or None
+        Further options of the window pass (``antialias``, ``patch_fit``, ``pos_interp``), as
+        inference would use them; None = the defaults.
     pairs : int
         Random patch pairs per window (all pairs when fewer exist).
     ignore : sequence of int
@@ -271,10 +299,19 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         raise InvalidConfigError(f"pairs: expected a positive integer, got {pairs!r}")
     _check_inputs(images, masks)
     entry = loaded.entry
-    short_side = entry.short_side if short_side is None else short_side
-    crop = entry.crop if crop is None else crop
     tower = VisionTower.from_model(loaded.model)
     p, n_layers = tower.patch_size, tower.num_layers
+    if config is not None and not isinstance(config, SegmentConfig):
+        raise InvalidConfigError(f"config: expected a SegmentConfig or None, got "
+                                 f"{describe(config)}")
+    base = config if config is not None else SegmentConfig(model=ModelConfig(model=loaded.name))
+    given: dict[str, Any] = {} if short_side is None else {"short_side": short_side}
+    if crop is not None:  # windows do not overlap: the stride is the crop (unused for crop 0)
+        given.update(crop=crop, stride=crop or None)
+    resolved = resolve_config(base.replace(**given), entry, num_layers=n_layers)
+    window = dataclasses.replace(resolved.window,
+                                 stride=resolved.window.crop or resolved.window.stride)
+    short_side, crop = window.short_side, window.crop
     rng = np.random.default_rng(seed)
     per_window: dict[str, list[list[float]]] = {k: [] for k in kinds}
     order: Any = range(len(images))
@@ -287,25 +324,21 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         if mask.ndim != 2 or mask.shape != image.shape[:2] or mask.dtype.kind not in "iub":
             raise InvalidInputError(f"mask {n}: expected integer labels of shape "
                                     f"{image.shape[:2]}, got {describe(mask)}")
-        resized = resize_short_side(image, short_side)
-        h2, w2 = resized_shape(*mask.shape, short_side)
-        rows = np.minimum(((np.arange(h2) + 0.5) * mask.shape[0] / h2).astype(int),
-                          mask.shape[0] - 1)
-        cols = np.minimum(((np.arange(w2) + 0.5) * mask.shape[1] / w2).astype(int),
-                          mask.shape[1] - 1)
-        small = mask[rows][:, cols]
-        for y0, x0, y1, x1 in window_boxes(h2, w2, crop, crop):
-            grid = tower.grid_for(y1 - y0, x1 - x0)
-            window = resized[y0:y0 + grid[0] * p, x0:x0 + grid[1] * p]
-            labels = patch_labels(small[y0:y1, x0:x1], grid, p, ignore)
+        plan = plan_windows(image, window)
+        small = nearest(mask, plan.resized_size)
+        for box in plan.boxes:
+            y0, x0, y1, x1 = box
+            fed = fed_size(y1 - y0, x1 - x0, p, window.patch_fit)
+            grid = tower.grid_for(*fed)
+            labels = patch_labels(nearest(small[y0:y1, x0:x1], fed), grid, p, ignore)
             valid = np.flatnonzero(labels >= 0)
             i, j = sample_pairs(len(valid), pairs, rng)
             if len(i) == 0 or np.all(labels[valid][i] == labels[valid][j]) \
                     or not np.any(labels[valid][i] == labels[valid][j]):
                 continue  # AUROC undefined: one class only, or no two patches alike
-            pixels = to_pixels(np.clip(window, 0.0, 1.0), loaded.mean, loaded.std,
-                               loaded.device)
-            x = tower.embed(pixels)
+            pixels = window_pixels(plan.resized, [box], loaded.mean, loaded.std, loaded.device,
+                                   p, window.patch_fit)
+            x = tower.embed(pixels, resolved.readout.pos_interp)
             scores = {k: [] for k in kinds}
             keep = torch.as_tensor(valid + 1, device=x.device)  # +1 skips the class token
             for layer in range(1, n_layers + 1):

@@ -40,7 +40,15 @@ __all__ = ["DatasetSpec", "DATASETS", "SegmentationDataset", "open_dataset", "cl
 
 IGNORE_INDEX = 255
 #: Naming variants of the class lists (``data/classnames/KEY[.VARIANT].txt``).
-NAME_VARIANTS: tuple[str, ...] = ("plain", "sclip")
+NAME_VARIANTS: tuple[str, ...] = ("plain", "sclip", "clearclip")
+#: Variants whose list for a dataset is another variant's file. ClearCLIP's ``configs/cls_*.txt``
+#: equal SCLIP's except on VOC (SCLIP's words without its person / monitor synonyms and, on
+#: VOC21, a plain ``background``: ``KEY.clearclip.txt``) and COCO-Object (the plain list).
+_SAME_LIST: dict[tuple[str, str], str] = {
+    ("clearclip", "coco_object"): "plain",
+    **{("clearclip", key): "sclip" for key in ("context59", "context60", "coco_stuff",
+                                               "ade150", "cityscapes")},
+}
 _INVALID = -1
 
 
@@ -350,14 +358,15 @@ def class_names(key: str, variant: str = "plain") -> list[str]:
     ----------
     key : str
         Dataset key.
-    variant : {"plain", "sclip"}
+    variant : {"plain", "sclip", "clearclip"}
         ``plain``: the dataset's names as words; ``sclip``: the synonym lists SCLIP and NACLIP
-        publish (``data/classnames/README.md``).
+        publish; ``clearclip``: ClearCLIP's lists (``data/classnames/README.md``).
     """
     spec = get_spec(key)
     if variant not in NAME_VARIANTS:
         raise InvalidConfigError(f"names: expected one of {', '.join(NAME_VARIANTS)}, "
                                  f"got {variant!r}")
+    variant = _SAME_LIST.get((variant, key), variant)
     fname = f"{key}.txt" if variant == "plain" else f"{key}.{variant}.txt"
     text = resources.files("clipseg.apps").joinpath("data", "classnames", fname).read_text("utf-8")
     lines = [line.strip() for line in text.splitlines() if line.strip()]

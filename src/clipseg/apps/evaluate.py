@@ -38,7 +38,7 @@ __all__ = ["Protocol", "PROTOCOLS", "EvalSettings", "EvalReport", "resolve_setti
 _BG = ("voc21", "context60", "coco_object")
 #: Columns of the paper's Table 1, in its order (V21 is appended when evaluated).
 TABLE1_COLUMNS = ("C60", "COCO", "V20", "CITY", "STUFF", "A150", "A847", "C59", "C459")
-_EXTRA_KEYS = ("names", "background_prompt")
+_EXTRA_KEYS = ("names", "background_prompt", "area_threshold")
 
 
 @dataclass(frozen=True)
@@ -65,50 +65,71 @@ def _bg(**values: Any) -> dict[str, dict[str, Any]]:
     return {key: dict(values) for key in _BG}
 
 
+#: What SCLIP, ClearCLIP and NACLIP share, read from their ``clip_segmentor.py`` /
+#: ``clearclip_segmentor.py`` / ``naclip.py``, their CLIP towers' ``interpolate_pos_encoding``
+#: and their configs: mmseg's ``Resize`` (OpenCV bilinear, no anti-aliasing), positional
+#: embeddings by DINO's bicubic scale-factor formula, the softmax over every synonym before the
+#: per-class max, 80 ImageNet prompts.
+_PEERS: dict[str, Any] = {"pos_interp": "bicubic_scale", "antialias": False,
+                          "synonym_reduce": "softmax_then_max", "prompts": "imagenet80",
+                          "threshold": 0.0, "background_prompt": True}
+#: TCL's ``segmentation/configs/_base_/datasets/*.py``: short side 448 (mmseg ``Resize``,
+#: ``img_scale=(2048, 448)``), ``slide`` with crop 448 and stride 224.
+_TCL_GEOMETRY: dict[str, Any] = {"short_side": 448, "crop": 448, "stride": 224,
+                                 "antialias": False}
+
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("paper", "CLIPSeg, Table 1: short side 448, 224/112 windows (registry), logit "
-             "scale 40, PAMR (8, 16); plain names; background datasets: SCLIP's background "
-             "prompt and threshold 0.1 (open choices, the paper does not list them)",
-             {"method": "clipseg", "short_side": 448, "crop": None, "stride": None,
-              "logit_scale": None, "threshold": 0.0, "pamr": True, "pamr_dilations": (8, 16),
-              "names": "plain", "background_prompt": True},
-             {**_bg(names="sclip", threshold=0.1)}),
-    Protocol("tcl", "TCL protocol (the paper cites it): short side 448, 448/224 windows, PAMR "
-             "(1, 2, 4, 8, 12, 24), no background prompt, background below probability 0.4",
-             {"method": "clipseg", "short_side": 448, "crop": 448, "stride": 224,
-              "logit_scale": None, "threshold": 0.0, "pamr": True,
-              "pamr_dilations": (1, 2, 4, 8, 12, 24), "names": "plain",
-              "background_prompt": False},
+    Protocol("paper", "CLIPSeg, Table 1, as the paper states it: TCL's protocol (short side "
+             "448, 448/224 windows, no anti-aliasing) and PAMR as SCLIP applies it (dilations "
+             "8, 16; guided by the resized image). Not stated by the paper, so open choices: "
+             "logit scale (the registry's 40), bilinear positional embeddings, plain names; on "
+             "background datasets SCLIP's names, its synonym softmax and threshold 0.1",
+             {"method": "clipseg", **_TCL_GEOMETRY, "logit_scale": None, "threshold": 0.0,
+              "pamr": True, "pamr_dilations": (8, 16), "pamr_iterations": 10,
+              "pamr_guide": "resized", "pos_interp": "bilinear",
+              "synonym_reduce": "max_logit", "names": "plain", "background_prompt": True},
+             _bg(names="sclip", threshold=0.1, synonym_reduce="softmax_then_max")),
+    Protocol("tcl", "TCL's evaluation (configs/eval.yml, segmentation/configs): short side "
+             "448, 448/224 windows, no anti-aliasing, bicubic positional embeddings (TCL's "
+             "interpolate_pos_emb), PAMR dilations 1, 2, 4, 8, 12, 24 for 10 steps, no "
+             "background prompt, background below probability 0.4; the readout is CLIPSeg's",
+             {"method": "clipseg", **_TCL_GEOMETRY, "logit_scale": None, "threshold": 0.0,
+              "pamr": True, "pamr_dilations": (1, 2, 4, 8, 12, 24), "pamr_iterations": 10,
+              "pamr_guide": "original", "pos_interp": "bicubic",
+              "synonym_reduce": "max_logit", "names": "plain", "background_prompt": False},
              _bg(threshold=0.4)),
-    Protocol("sclip", "SCLIP's configs: short side 336 (COCO-Stuff 448, Cityscapes 560), "
-             "224/112 windows, logit scale 40 (VOC21 65, C60 and COCO-Object 50), threshold 0.1 "
-             "with background, no PAMR, SCLIP's names (its VOC21 area threshold is not "
-             "reproduced)",
-             {"method": "sclip", "short_side": 336, "crop": 224, "stride": 112,
-              "logit_scale": 40.0, "threshold": 0.0, "pamr": False, "names": "sclip",
-              "background_prompt": True},
+    Protocol("sclip", "SCLIP's configs/cfg_*.py and clip_segmentor.py: short side 336 "
+             "(COCO-Stuff 448, Cityscapes 560), 224/112 windows, logit scale 40 (VOC21 65, C60 "
+             "and COCO-Object 50), threshold 0.1 and SCLIP's background words on background "
+             "datasets, VOC21 area threshold 0.1, no PAMR, SCLIP's names",
+             {**_PEERS, "method": "sclip", "short_side": 336, "crop": 224, "stride": 112,
+              "logit_scale": 40.0, "pamr": False, "pamr_dilations": (8, 16),
+              "pamr_guide": "resized", "patch_fit": "drop", "names": "sclip"},
              {"coco_stuff": {"short_side": 448}, "cityscapes": {"short_side": 560},
-              "voc21": {"logit_scale": 65.0, "threshold": 0.1},
+              "voc21": {"logit_scale": 65.0, "threshold": 0.1, "area_threshold": 0.1},
               "context60": {"logit_scale": 50.0, "threshold": 0.1},
               "coco_object": {"logit_scale": 50.0, "threshold": 0.1}}),
-    Protocol("clearclip", "ClearCLIP's configs: short side 448, 448/224 windows (Cityscapes "
-             "224/224), logit scale 50, no PAMR; thresholds VOC21 0.5, C60 0.15, COCO-Object "
-             "0.4 with a plain 'background' prompt",
-             {"method": "clearclip", "short_side": 448, "crop": 448, "stride": 224,
-              "logit_scale": 50.0, "threshold": 0.0, "pamr": False, "names": "sclip",
-              "background_prompt": True},
+    Protocol("clearclip", "ClearCLIP's configs/cfg_*.py and clearclip_segmentor.py: short side "
+             "448, 448/224 windows (Cityscapes 224/224), logit scale 50, no PAMR, ClearCLIP's "
+             "names (SCLIP's words without synonyms on VOC, a plain background); thresholds "
+             "VOC21 0.5, C60 0.15, COCO-Object 0.4",
+             {**_PEERS, "method": "clearclip", "short_side": 448, "crop": 448, "stride": 224,
+              "logit_scale": 50.0, "pamr": False, "names": "clearclip"},
              {"cityscapes": {"crop": 224, "stride": 224},
-              "voc21": {"threshold": 0.5, "names": "plain"},
-              "context60": {"threshold": 0.15, "names": "plain"},
-              "coco_object": {"threshold": 0.4, "names": "plain"}}),
-    Protocol("naclip", "NACLIP's configs: short side 336 (COCO-Stuff 448, Cityscapes 560), "
-             "224/112 windows, logit scale 40, threshold 0.1 with background, SCLIP's names, "
-             "PAMR off (its headline numbers; --pamr for its PAMR rows)",
-             {"method": "naclip", "short_side": 336, "crop": 224, "stride": 112,
-              "logit_scale": 40.0, "threshold": 0.0, "pamr": False,
-              "pamr_dilations": (8, 16), "names": "sclip", "background_prompt": True},
-             {"coco_stuff": {"short_side": 448}, "cityscapes": {"short_side": 560},
-              **_bg(threshold=0.1)}),
+              "voc21": {"threshold": 0.5}, "context60": {"threshold": 0.15},
+              "coco_object": {"threshold": 0.4}}),
+    Protocol("naclip", "NACLIP's configs/cfg_*.py and naclip.py: short side 336 (Cityscapes "
+             "560), 224/112 windows except VOC20 and VOC21 (slide_crop=0: the whole image), "
+             "logit scale 40, threshold 0.1 on background datasets, SCLIP's names, PAMR on "
+             "(10 steps, dilations 8, 16, guided by the resized image: its default and its "
+             "README's main results; --no-pamr for the paper's rows without it)",
+             {**_PEERS, "method": "naclip", "naclip_std": 5.0, "short_side": 336, "crop": 224,
+              "stride": 112, "logit_scale": 40.0, "pamr": True, "pamr_dilations": (8, 16),
+              "pamr_iterations": 10, "pamr_guide": "resized", "patch_fit": "drop",
+              "names": "sclip"},
+             {"cityscapes": {"short_side": 560},
+              "voc20": {"crop": 0}, "voc21": {"crop": 0, "threshold": 0.1},
+              "context60": {"threshold": 0.1}, "coco_object": {"threshold": 0.1}}),
 )}
 
 
@@ -120,9 +141,14 @@ class EvalSettings:
     ----------
     config : SegmentConfig
     names : str
-        Class-name variant (``plain`` / ``sclip``).
+        Class-name variant (``plain`` / ``sclip`` / ``clearclip``).
     background_prompt : bool
         Prompt the background line on datasets that have a background class.
+    area_threshold : float or None
+        SCLIP's ``area_thd`` (its VOC21 config): per image, a non-background class whose
+        predicted area is at most this fraction of all non-background pixels loses its
+        probability (set to 0) before the labels and the threshold are taken. Needs the
+        background prompt. None: off.
     protocol : str
         Name of the protocol the settings started from (``"custom"`` when none).
     """
@@ -130,6 +156,7 @@ class EvalSettings:
     config: SegmentConfig
     names: str = "plain"
     background_prompt: bool = True
+    area_threshold: float | None = None
     protocol: str = "custom"
 
     def __post_init__(self) -> None:
@@ -142,6 +169,40 @@ class EvalSettings:
         if not isinstance(self.background_prompt, bool):
             raise InvalidConfigError(f"background_prompt: expected True or False, got "
                                      f"{self.background_prompt!r}")
+        a = self.area_threshold
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float))
+                              or not 0.0 <= a < 1.0):
+            raise InvalidConfigError(f"area_threshold: expected a fraction in [0, 1) or None, "
+                                     f"got {a!r}")
+
+
+def area_filtered_labels(probs: np.ndarray, thresholds: np.ndarray, area_threshold: float
+                         ) -> np.ndarray:
+    """Engine labels after SCLIP's area threshold (``clip_segmentor.py``, ``area_thd``).
+
+    Parameters
+    ----------
+    probs : numpy.ndarray
+        ``(K, H, W)`` class probabilities; class 0 is the background prompt.
+    thresholds : numpy.ndarray
+        ``(K,)`` probability threshold of each class (SCLIP's ``prob_thd``).
+    area_threshold : float
+        A class ``k >= 1`` keeps its probabilities only where its arg-max area exceeds
+        ``area_threshold`` times the arg-max area of all classes ``>= 1``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` int64 engine labels: ``k + 1`` for class ``k``, 0 where the winning
+        (filtered) probability is below its class's threshold.
+    """
+    k = probs.shape[0]
+    area = np.bincount(probs.argmax(axis=0).ravel(), minlength=k)[1:]
+    keep = np.concatenate([[True], area > area_threshold * area.sum()])
+    filtered = probs * keep[:, None, None].astype(probs.dtype)
+    arg = filtered.argmax(axis=0)
+    top = np.take_along_axis(filtered, arg[None], axis=0)[0]
+    return np.where(top >= thresholds[arg], arg + 1, 0)
 
 
 def resolve_settings(protocol: str, dataset: str, overrides: Mapping[str, Any] | None = None,
@@ -168,6 +229,8 @@ def resolve_settings(protocol: str, dataset: str, overrides: Mapping[str, Any] |
     spec = PROTOCOLS[protocol]
     merged = {**spec.options, **spec.per_dataset.get(dataset, {}), **dict(overrides or {})}
     extra = {k: merged.pop(k) for k in _EXTRA_KEYS if k in merged}
+    if "area_threshold" in extra and extra["area_threshold"] is not None:
+        extra["area_threshold"] = float(extra["area_threshold"])
     config = (base or SegmentConfig()).replace(**merged)
     return EvalSettings(config=config, protocol=protocol, **extra)
 
@@ -236,6 +299,7 @@ def evaluate(dataset: SegmentationDataset, config: EvalSettings | SegmentConfig 
     EvalReport
         Images/s counts segmentation time only (file reading excluded).
     """
+    from ..labels import class_threshold_vector
     from ..pipeline import Segmenter
 
     if not isinstance(dataset, SegmentationDataset):
@@ -256,6 +320,11 @@ def evaluate(dataset: SegmentationDataset, config: EvalSettings | SegmentConfig 
     count = len(dataset) if limit is None else min(limit, len(dataset))
     names, ids = prompt_classes(key, settings.names, settings.background_prompt)
     lut = engine_to_dataset_lut(ids, dataset.spec)
+    if settings.area_threshold is not None and not (dataset.spec.background
+                                                    and settings.background_prompt):
+        raise InvalidConfigError(f"area_threshold: expected a dataset with a prompted "
+                                 f"background class (it spares the background), got {key} "
+                                 f"with background_prompt={settings.background_prompt}")
     if isinstance(model, Segmenter):
         if model.config != settings.config:
             raise InvalidConfigError("model: expected a Segmenter built with the evaluation's "
@@ -275,11 +344,15 @@ def evaluate(dataset: SegmentationDataset, config: EvalSettings | SegmentConfig 
         image, gt = dataset[i]
         start = time.perf_counter()
         result = segmenter.segment(image, names)
+        labels = result.labels.astype(np.int64)
+        if settings.area_threshold is not None:
+            labels = area_filtered_labels(result.probs, class_threshold_vector(
+                result.class_names, result.config.labels), settings.area_threshold)
         seconds += time.perf_counter() - start
-        if result.labels.shape != gt.shape:
+        if labels.shape != gt.shape:
             raise InvalidInputError(f"{dataset.names[i]}: expected labels of the ground truth's "
-                                    f"shape {gt.shape}, got {result.labels.shape}")
-        acc.update(lut[result.labels.astype(np.int64)], gt)
+                                    f"shape {gt.shape}, got {labels.shape}")
+        acc.update(lut[labels], gt)
     scores = acc.scores()
     resolved = segmenter.resolved_config
     return EvalReport(
@@ -370,6 +443,9 @@ def add_subparser(subparsers: Any) -> None:
                    help="class-name variant (default: the protocol's)")
     p.add_argument("--background-prompt", action=argparse.BooleanOptionalAction,
                    default=argparse.SUPPRESS, help="prompt a background class on V21/C60/COCO")
+    p.add_argument("--area-threshold", type=float, default=argparse.SUPPRESS, metavar="F",
+                   help="SCLIP's per-image area threshold of non-background classes (default: "
+                        "the protocol's; the sclip protocol uses 0.1 on VOC21)")
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
     p.add_argument("-o", "--output", type=Path, default=Path("clipseg-eval"),

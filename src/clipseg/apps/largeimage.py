@@ -273,6 +273,10 @@ def plan_tiles(height: int, width: int, tile: int, crop: int, stride: int,
     list of Tile
         Cores partition the image (row-major); each region is a union of global windows.
     """
+    if crop == 0:
+        raise InvalidInputError("crop: expected a window size >= 16 for a tiled run, got 0 "
+                                "(one whole-image window cannot be split into tiles); give "
+                                "--crop, or a --short-side that fits the image in memory")
     for name, value in (("tile", tile), ("crop", crop), ("stride", stride)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInputError(f"{name}: expected a positive integer, got {value!r}")

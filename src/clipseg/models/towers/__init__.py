@@ -9,7 +9,8 @@ only use the interface.
 """
 from __future__ import annotations
 
-from .base import SUPPORTED_TOWERS, VisionTower, interpolate_pos_embed
+from .base import POS_INTERP_MODES, SUPPORTED_TOWERS, VisionTower, interpolate_pos_embed
 from .dispatch import tower_for
 
-__all__ = ["VisionTower", "tower_for", "interpolate_pos_embed", "SUPPORTED_TOWERS"]
+__all__ = ["VisionTower", "tower_for", "interpolate_pos_embed", "POS_INTERP_MODES",
+           "SUPPORTED_TOWERS"]

@@ -20,7 +20,11 @@ from torch import nn
 
 from ...errors import InvalidInputError, UnsupportedModelError, describe
 
-__all__ = ["VisionTower", "interpolate_pos_embed", "SUPPORTED_TOWERS", "unsupported"]
+__all__ = ["VisionTower", "interpolate_pos_embed", "POS_INTERP_MODES", "SUPPORTED_TOWERS",
+           "unsupported"]
+
+#: Ways to resample positional embeddings (``ReadoutConfig.pos_interp``).
+POS_INTERP_MODES: tuple[str, ...] = ("bilinear", "bicubic", "bicubic_scale")
 
 #: What the engine can read, for refusals.
 SUPPORTED_TOWERS = (
@@ -40,7 +44,7 @@ def unsupported(what: str, got: Any) -> UnsupportedModelError:
 
 
 def interpolate_pos_embed(pos: torch.Tensor, grid_from: tuple[int, int],
-                          grid_to: tuple[int, int]) -> torch.Tensor:
+                          grid_to: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resample a ViT positional embedding to another patch grid.
 
     Parameters
@@ -52,13 +56,18 @@ def interpolate_pos_embed(pos: torch.Tensor, grid_from: tuple[int, int],
         ``(H0, W0)``, the grid ``pos`` was trained for.
     grid_to : tuple of int
         ``(h, w)``, the grid wanted.
+    mode : {"bilinear", "bicubic", "bicubic_scale"}
+        ``bilinear`` and ``bicubic`` resample to the target size (``align_corners=False``;
+        bicubic is TCL's ``interpolate_pos_emb``). ``bicubic_scale`` is the formula of DINO that
+        SCLIP, ClearCLIP and NACLIP use: bicubic with ``scale_factor = ((h + 0.1) / H0,
+        (w + 0.1) / W0)``, so the sampling positions follow that factor rather than ``h / H0``.
 
     Returns
     -------
     torch.Tensor
         ``(1 + h * w, C)`` in the dtype of ``pos``. The class row is kept; the patch rows are
-        resampled bilinearly (``align_corners=False``, computed in float32). At
-        ``grid_to == grid_from`` the input tensor itself is returned (exact identity).
+        resampled (computed in float32). At ``grid_to == grid_from`` the input tensor itself is
+        returned (exact identity), as every peer does for the native grid.
     """
     h0, w0 = (int(v) for v in grid_from)
     h, w = (int(v) for v in grid_to)
@@ -67,11 +76,21 @@ def interpolate_pos_embed(pos: torch.Tensor, grid_from: tuple[int, int],
             f"positional embedding: expected shape (1 + {h0}*{w0}, C), got {describe(pos)}")
     if h < 1 or w < 1:
         raise InvalidInputError(f"target grid: expected at least 1x1 patches, got {h}x{w}")
+    if mode not in POS_INTERP_MODES:
+        raise InvalidInputError(f"positional interpolation: expected one of "
+                                f"{', '.join(POS_INTERP_MODES)}, got {mode!r}")
     if (h, w) == (h0, w0):
         return pos
     cls_row, patches = pos[:1], pos[1:]
     grid = patches.float().reshape(1, h0, w0, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+    if mode == "bicubic_scale":
+        grid = F.interpolate(grid, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0),
+                             mode="bicubic", align_corners=False, recompute_scale_factor=False)
+        if tuple(grid.shape[-2:]) != (h, w):  # floor((n + 0.1) / N0 * N0) is n for real grids
+            raise InvalidInputError(f"positional interpolation: the scale-factor formula gave "
+                                    f"{tuple(grid.shape[-2:])} for a {h}x{w} grid")
+    else:
+        grid = F.interpolate(grid, size=(h, w), mode=mode, align_corners=False)
     patches = grid.permute(0, 2, 3, 1).reshape(h * w, -1).to(pos.dtype)
     return torch.cat([cls_row, patches], dim=0)
 
@@ -155,7 +174,7 @@ class VisionTower(ABC):
 
     # -- the pieces of the forward pass ---------------------------------------------------------
     @abstractmethod
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+    def embed(self, pixels: torch.Tensor, pos_interp: str = "bilinear") -> torch.Tensor:
         """``x_0``: patch + class token embeddings with positions, after the pre-norm.
 
         Parameters

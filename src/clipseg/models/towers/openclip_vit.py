@@ -80,7 +80,7 @@ class OpenClipViTTower(VisionTower):
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+    def embed(self, pixels: torch.Tensor, pos_interp: str = "bilinear") -> torch.Tensor:
         visual = self.visual
         if visual.training:
             if isinstance(visual.patch_dropout, PatchDropout) and visual.patch_dropout.prob > 0:
@@ -94,7 +94,8 @@ class OpenClipViTTower(VisionTower):
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
         cls_tok = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls_tok, x], dim=1)
-        pos = interpolate_pos_embed(visual.positional_embedding, self.native_grid, (h, w))
+        pos = interpolate_pos_embed(visual.positional_embedding, self.native_grid, (h, w),
+                                    mode=pos_interp)
         x = x + pos.to(x.dtype)
         return visual.ln_pre(x)
 

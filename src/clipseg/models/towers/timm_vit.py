@@ -150,7 +150,7 @@ class TimmViTTower(VisionTower):
         return self.trunk.patch_embed.proj.weight.dtype
 
     # -- the pieces of the forward pass ---------------------------------------------------------
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+    def embed(self, pixels: torch.Tensor, pos_interp: str = "bilinear") -> torch.Tensor:
         self._check_eval()
         trunk = self.trunk
         h, w = self.grid_for(pixels.shape[-2], pixels.shape[-1])
@@ -158,7 +158,8 @@ class TimmViTTower(VisionTower):
         x = trunk.patch_embed.norm(x.flatten(2).transpose(1, 2))
         cls_tok = trunk.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
         x = torch.cat([cls_tok, x], dim=1)
-        pos = interpolate_pos_embed(trunk.pos_embed[0], self.native_grid, (h, w))
+        pos = interpolate_pos_embed(trunk.pos_embed[0], self.native_grid, (h, w),
+                                    mode=pos_interp)
         x = trunk.pos_drop(x + pos.to(x.dtype))
         return trunk.norm_pre(trunk.patch_drop(x))
 
