@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_large import make_model  # noqa: E402
+from bench_large import make_model
 
 CLASSES = "road, building, tree, water, grass, car, person, sky"
 

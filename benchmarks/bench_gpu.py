@@ -41,12 +41,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipseg.config import SegmentConfig  # noqa: E402
-from clipseg.errors import ClipSegError  # noqa: E402
-from clipseg.models import wrap_model  # noqa: E402
-from clipseg.generators import drain  # noqa: E402
-from clipseg.pipeline import Segmenter  # noqa: E402
-from clipseg.results import SegmentationResult  # noqa: E402
+from clipseg.config import SegmentConfig
+from clipseg.errors import ClipSegError
+from clipseg.generators import drain
+from clipseg.models import wrap_model
+from clipseg.pipeline import Segmenter
+from clipseg.results import SegmentationResult
 
 CLASSES = ["sky", "tree", "grass", "road", "building", "car", "person", "dog", "cat", "water",
            "mountain", "sand", "snow", "boat", "bird", "horse", "flower", "wall", "fence",

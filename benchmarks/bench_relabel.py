@@ -1,8 +1,9 @@
 """Live re-labelling benchmark: a threshold change on a 1024 x 1024 plane with 10 classes, CPU.
 
 What a person waits for when they move a threshold after a Run, through the plugin's own
-path: :meth:`napari_clipseg.job.Session.run` as a live request (which serves a threshold-only change from the
-best class and probability it kept per pixel: no ViT pass, no stitching, no text) and the
+path: :meth:`napari_clipseg.job.Session.run` as a live request (which serves a
+threshold-only change from the best class and probability it kept per pixel: no ViT pass,
+no stitching, no text) and the
 write into a napari Labels layer through :class:`napari_clipseg.ownership.EditTracker`
 (machine-owned pixels only, one undo step). No viewer and no Qt are needed.
 

@@ -1,7 +1,8 @@
 """napari plugin for clipseg: a thin adapter over the engine (:mod:`clipseg`).
 
 Contributions (see ``napari.yaml``): the dock widget :class:`~napari_clipseg.widget.ClipSegWidget`,
-a reader and a writer for label images with class-name sidecars (:mod:`clipseg.formats.io`), and offline
+a reader and a writer for label images with class-name sidecars
+(:mod:`clipseg.formats.io`), and offline
 sample data. Dependencies point one way: this package imports the engine, never the reverse.
 """
 from __future__ import annotations

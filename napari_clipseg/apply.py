@@ -128,9 +128,10 @@ def add_score_layers(viewer: Any, result: JobResult, labels_layer: Any) -> list[
     and additive blending; it is added hidden (toggle it to inspect one class). An existing
     score layer of the same name and shape is updated in place.
     """
-    from clipseg.formats.io import hex_to_rgb
     from napari.layers import Image
     from napari.utils.colormaps import Colormap
+
+    from clipseg.formats.io import hex_to_rgb
 
     source = result.request.source
     label_of = {name: label for label, name in table_labels(labels_layer).items()}

@@ -133,7 +133,7 @@ class _Load:
         def target() -> None:
             try:
                 self.result = load()
-            except BaseException as exc:  # noqa: BLE001 - handed to the job that waits
+            except BaseException as exc:
                 self.error = exc
             finally:
                 self.done.set()

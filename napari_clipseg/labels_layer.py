@@ -49,7 +49,10 @@ def _hex_of(rgba: Any) -> str:
 
 
 def palette_color(label: int) -> str:
-    """The fixed color of ``label`` (>= 1): ``clipseg.formats.io.class_colors(label)[label - 1]``."""
+    """The fixed color of ``label`` (>= 1).
+
+    ``clipseg.formats.io.class_colors(label)[label - 1]``.
+    """
     from clipseg.formats.io import class_colors
 
     return class_colors(label)[label - 1]

@@ -10,10 +10,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # own folder (tmp_path).
 os.environ["CLIPSEG_TEXT_CACHE"] = "none"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tests.tiny_models import TINY_NAME, make_tiny_clip, register_tiny_config  # noqa: E402
+from tests.tiny_models import TINY_NAME, make_tiny_clip, register_tiny_config
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -31,5 +32,5 @@ def tiny_clip(tiny_model_name):
 
 
 @pytest.fixture
-def rng() -> "torch.Generator":
+def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import InvalidConfigError
 
@@ -381,7 +382,7 @@ class WindowConfig:
         None, low=0, unit="px", none="the model's value (224 for /16 models)", step=16,
         label="window", check=_check_crop,
         help="Sliding-window size, in resized pixels. 0 runs the whole resized image as one "
-             "window (NACLIP's slide_crop=0 on Pascal VOC); stride is then not used.")
+             "window, as NACLIP does on Pascal VOC; stride is then not used.")
     stride: int | None = option(
         None, low=1, unit="px", none="the model's value (112 for /16 models)", step=16,
         help="Step between windows, in resized pixels; at most the window size.")
@@ -535,13 +536,13 @@ class SegmentConfig:
         return out
 
     @classmethod
-    def from_flat(cls, options: Mapping[str, Any] | None = None, **kwargs: Any) -> "SegmentConfig":
+    def from_flat(cls, options: Mapping[str, Any] | None = None, **kwargs: Any) -> SegmentConfig:
         """Build a config from flat option names; unknown names are an error."""
         merged = dict(options or {})
         merged.update(kwargs)
         return cls().replace(**merged)
 
-    def replace(self, **options: Any) -> "SegmentConfig":
+    def replace(self, **options: Any) -> SegmentConfig:
         """A copy with some flat options changed: ``cfg.replace(tau=5, pamr=True)``."""
         known = self.flat_fields()
         unknown = sorted(set(options) - set(known))

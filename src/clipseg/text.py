@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from .errors import InvalidInputError, describe
 from .generators import drain
-from .models.text_tower import pooled_positions, text_tower, text_weights_digest, \
-    truncated_encode
+from .models.text_tower import pooled_positions, text_tower, text_weights_digest, truncated_encode
 from .text_cache import TextCache
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ class ClassSpec:
         object.__setattr__(self, "synonyms", tuple(syn))
 
     @classmethod
-    def of(cls, *synonyms: str) -> "ClassSpec":
+    def of(cls, *synonyms: str) -> ClassSpec:
         """``ClassSpec.of("road", "street")``: the name is the first synonym."""
         return cls(name=synonyms[0] if synonyms else "", synonyms=tuple(synonyms))
 
@@ -223,7 +222,7 @@ class TextEncoder:
     cache by the text weights' digest, the compute dtype and the prompts' token ids.
     """
 
-    def __init__(self, loaded: "LoadedModel",
+    def __init__(self, loaded: LoadedModel,
                  templates: Sequence[Template] | str = open_clip.OPENAI_IMAGENET_TEMPLATES,
                  batch_size: int = 256, *, disk_cache: TextCache | None = None,
                  truncate: bool = True) -> None:
@@ -386,7 +385,8 @@ def prompt_templates(name: str) -> tuple[Template, ...]:
     return sets[name]
 
 
-def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: int,
+def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor,
+                 num_classes: int,
                  *, normalize: bool = False) -> torch.Tensor:
     """Per-class cosine scores: the best synonym of each class.
 
@@ -398,8 +398,8 @@ def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: 
         ``(S, D)`` unit text embeddings from :meth:`TextEncoder.encode`.
     owner : torch.LongTensor
         ``(S,)`` class index of each text row, every class in ``0..K-1`` present.
-    K : int
-        Number of classes.
+    num_classes : int
+        Number of classes, ``K``.
     normalize : bool
         L2-normalise ``emb`` first.
 
@@ -414,8 +414,9 @@ def class_logits(emb: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, K: 
     if owner.ndim != 1 or owner.shape[0] != text.shape[0] or owner.dtype != torch.long:
         raise InvalidInputError(f"class_logits: expected owner LongTensor ({text.shape[0]},), got "
                                 f"{describe(owner)}")
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise InvalidInputError(f"class_logits: expected K >= 1, got {K!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise InvalidInputError(f"class_logits: expected K >= 1 classes, got {num_classes!r}")
+    K = num_classes  # noqa: N806 (the paper's symbol)
     counts = owner.cpu()
     if counts.numel() == 0 or int(counts.min()) < 0 or int(counts.max()) >= K \
             or bool((torch.bincount(counts, minlength=K) == 0).any()):

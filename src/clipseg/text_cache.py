@@ -59,7 +59,7 @@ def default_text_cache_dir() -> Path:
     return base / "clipseg" / "text"
 
 
-def open_text_cache(setting: str, max_bytes: int = DEFAULT_MAX_BYTES) -> "TextCache | None":
+def open_text_cache(setting: str, max_bytes: int = DEFAULT_MAX_BYTES) -> TextCache | None:
     """The cache the ``text_cache`` option names: ``"auto"``, ``"none"`` or a folder.
 
     ``"auto"`` honours ``CLIPSEG_TEXT_CACHE`` (itself ``"none"`` to turn the cache off). A

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import clipseg.apps.batch as batch
-from clipseg.formats import io
 from clipseg.apps.cli import EXIT_FAILED, EXIT_OK, main
+from clipseg.formats import io
 from tests.cli.conftest import save, scene
 
 CLASSES = "red, green, blue"

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import tifffile
 
-from clipseg.formats import coco, io
 from clipseg.apps.cli import EXIT_OK, EXIT_USAGE, main
 from clipseg.config import SegmentConfig
+from clipseg.formats import coco, io
 from clipseg.pipeline import Segmenter
 from clipseg.resolve import resolve_config
 from clipseg.text import parse_classes

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from clipseg.formats import io
 from clipseg.apps.cli import EXIT_OK, main
-from clipseg.config import SegmentConfig
 from clipseg.apps.largeimage import ImageSource, open_image, plan_tiles, segment_tile
+from clipseg.config import SegmentConfig
+from clipseg.formats import io
 from clipseg.pipeline import Segmenter
 from clipseg.text import parse_classes
 from clipseg.tiling import window_boxes

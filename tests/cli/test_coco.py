@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipseg.formats import coco
 from clipseg.errors import InvalidInputError
+from clipseg.formats import coco
 
 
 def _reference_counts(mask):

@@ -8,9 +8,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from clipseg.formats import io
 from clipseg.config import SegmentConfig
 from clipseg.errors import InvalidInputError
+from clipseg.formats import io
 
 
 def _labels(shape=(20, 30), k=3, seed=0):

@@ -57,8 +57,8 @@ def test_bad_values_exit_2_with_the_reason(tmp_path, capsys):
 
 
 def test_model_config_files_are_checked(tmp_path, tiny_model_name, capsys):
-    from clipseg.models.arch_configs import register_model_configs
     from clipseg.errors import InvalidConfigError
+    from clipseg.models.arch_configs import register_model_configs
     from tests.tiny_models import TINY_CONFIG
 
     same = tmp_path / f"{tiny_model_name}.json"
@@ -90,7 +90,8 @@ def test_parsing_and_option_errors_import_neither_torch_nor_open_clip(argv, tmp_
 
     code = ("import sys\nfrom clipseg.apps.cli import main\n"
             f"rc = main({argv!r})\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm')"
+            " if m in sys.modules))\n"
             "print('RC', rc)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)

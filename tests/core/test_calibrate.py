@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 
 from clipseg.apps.calibrate import calibrate, coherence_auroc, patch_labels, sample_pairs
 from clipseg.apps.cli import main
+from clipseg.config import ModelConfig
 from clipseg.errors import InvalidConfigError, InvalidInputError
 from clipseg.image import to_pixels
-from clipseg.config import ModelConfig
 from clipseg.models import get_entry, list_models, load_model, wrap_model
 from clipseg.models.profiles import delete_profile, get_profile, list_profiles, save_profile
 

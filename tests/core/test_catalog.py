@@ -19,8 +19,7 @@ from clipseg.apps.cli import main
 from clipseg.config import ModelConfig
 from clipseg.errors import ModelLoadError
 from clipseg.features import dense_embeddings
-from clipseg.models import get_entry, list_models, load_model, register_model
-from clipseg.models import registry
+from clipseg.models import get_entry, list_models, load_model, register_model, registry
 from clipseg.models.catalog import B32_NOTE, CATALOG_ALIASES, CATALOG_ENTRIES
 from clipseg.models.hub import cache_status
 from clipseg.models.listing import model_listing

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipseg.apps.datasets import (DATASETS, class_names, engine_to_dataset_lut, get_spec,
-                              open_dataset, prompt_classes)
+from clipseg.apps.datasets import (
+    DATASETS,
+    class_names,
+    engine_to_dataset_lut,
+    get_spec,
+    open_dataset,
+    prompt_classes,
+)
 from clipseg.errors import InvalidConfigError, InvalidInputError
 from clipseg.text import parse_classes
 

@@ -15,13 +15,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipseg.config import ModelConfig
 from clipseg.apps.demo import HELD_OUT_SEED, demo_config, held_out_scenes, run_demo, segment_scene
-from clipseg.models import get_entry, load_model, wrap_model
-from clipseg.models.bundled import (BUNDLED_ARCH, BUNDLED_ENTRIES, bundled_checkpoint,
-                                    register_bundled_configs)
-from clipseg.pipeline import Segmenter
 from clipseg.apps.synthetic import CLASS_NAMES, Scene, make_scene, miou
+from clipseg.config import ModelConfig
+from clipseg.models import get_entry, load_model, wrap_model
+from clipseg.models.bundled import (
+    BUNDLED_ARCH,
+    BUNDLED_ENTRIES,
+    bundled_checkpoint,
+    register_bundled_configs,
+)
+from clipseg.pipeline import Segmenter
 
 K = len(CLASS_NAMES)
 NAMES = list(CLASS_NAMES)
@@ -124,7 +128,8 @@ def test_transposed_and_rotated_inputs_give_transformed_labels(trained, orientat
     positional embeddings; windows fall on other pixels after a flip), so per-scene agreement
     varies; pooled over four scenes it is stable. Measured (clipseg, no PAMR): 0.45
     untransformed; 0.45 / 0.46 / 0.44 for transpose / rot90 / flipud against the correctly
-    transformed truth, and 0.16-0.19 against a wrongly oriented truth of the same shape (what an orientation bug in windows, stitching or the label output would score).
+    transformed truth, and 0.16-0.19 against a wrongly oriented truth of the same shape (what an
+    orientation bug in windows, stitching or the label output would score).
     """
     scenes, base = orientation_base
     moved_pred = _predict(trained, scenes, forward, method="clipseg", pamr=False)

@@ -11,9 +11,16 @@ from PIL import Image
 
 from clipseg.apps.cli import main
 from clipseg.apps.datasets import engine_to_dataset_lut, get_spec, open_dataset, prompt_classes
+from clipseg.apps.evaluate import (
+    PROTOCOLS,
+    EvalReport,
+    EvalSettings,
+    evaluate,
+    resolve_settings,
+    table1_markdown,
+    write_outputs,
+)
 from clipseg.errors import InvalidConfigError
-from clipseg.apps.evaluate import (PROTOCOLS, EvalReport, EvalSettings, evaluate, resolve_settings,
-                              table1_markdown, write_outputs)
 from clipseg.pipeline import Segmenter
 
 TINY_WINDOW = {"short_side": 32, "crop": 32, "stride": 16, "device": "cpu"}

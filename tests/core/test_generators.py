@@ -6,8 +6,7 @@ from clipseg.generators import drain, relay
 
 def _job(log: list[str]):
     try:
-        for i in range(3):
-            yield i
+        yield from range(3)
         return "done"
     finally:
         log.append("closed")

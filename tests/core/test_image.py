@@ -8,7 +8,6 @@ import torch
 from clipseg.errors import InvalidInputError
 from clipseg.image import as_rgb01, to_pixels, validate_rgb
 
-
 # -- validate_rgb -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("image", [

@@ -10,11 +10,22 @@ import torch
 from safetensors.torch import save_file
 
 from clipseg.config import ModelConfig
-from clipseg.errors import (InvalidConfigError, ModelLoadError, UnsafeCheckpointError,
-                            UnsupportedModelError)
-from clipseg.models import (LoadedModel, get_entry, load_checkpoint_safely, load_model,
-                            resolve_device, resolve_precision, wrap_model)
-from clipseg.models import loading
+from clipseg.errors import (
+    InvalidConfigError,
+    ModelLoadError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+)
+from clipseg.models import (
+    LoadedModel,
+    get_entry,
+    load_checkpoint_safely,
+    load_model,
+    loading,
+    resolve_device,
+    resolve_precision,
+    wrap_model,
+)
 from tests.tiny_models import make_tiny_clip
 
 CODE_RAN: list[str] = []

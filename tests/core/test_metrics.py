@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from clipseg.apps.metrics import (
+    ConfusionAccumulator,
+    auroc,
+    confusion_matrix,
+    scores_from_confusion,
+)
 from clipseg.errors import InvalidInputError
-from clipseg.apps.metrics import (ConfusionAccumulator, auroc, confusion_matrix,
-                             scores_from_confusion)
 
 
 def test_confusion_matrix_by_hand():

@@ -8,8 +8,14 @@ import pytest
 
 from clipseg.apps.cli import build_parser
 from clipseg.apps.cliopts import add_config_arguments, config_from_args
-from clipseg.config import (ReadoutConfig, SegmentConfig, WindowConfig, option, option_specs,
-                            validate_fields)
+from clipseg.config import (
+    ReadoutConfig,
+    SegmentConfig,
+    WindowConfig,
+    option,
+    option_specs,
+    validate_fields,
+)
 from clipseg.errors import InvalidConfigError
 
 

@@ -8,8 +8,7 @@ import open_clip
 import pytest
 
 from clipseg.errors import InvalidConfigError, UnsupportedModelError
-from clipseg.models import ModelEntry, get_entry, list_models, register_model
-from clipseg.models import registry
+from clipseg.models import ModelEntry, get_entry, list_models, register_model, registry
 from clipseg.models.registry import synthesise_entry
 
 PAPER_KEYS = [

@@ -39,20 +39,21 @@ def test_stride_above_the_models_crop_is_refused():
 
 def test_layers_beyond_the_tower_are_refused_when_its_depth_is_known():
     cfg = SegmentConfig().replace(model=BUNDLED_ARCH, middle_layer=99)
-    with pytest.raises(InvalidConfigError, match=r"middle_layer: expected a block number in 1\.\.6"):
+    with pytest.raises(InvalidConfigError,
+                       match=r"middle_layer: expected a block number in 1\.\.6"):
         resolve_config(cfg, num_layers=6)
     with pytest.raises(InvalidConfigError, match="dsi_layers: expected at most 6"):
         resolve_config(SegmentConfig().replace(model=BUNDLED_ARCH, dsi_layers=9), num_layers=6)
 
 
 def test_segmenter_and_batch_resolve_the_demo_model_alike(tmp_path):
-    from clipseg.apps.batch import wants_tiling, RunOptions
+    from clipseg.apps.batch import RunOptions, wants_tiling
 
     cfg = SegmentConfig().replace(model=BUNDLED_ARCH, device="cpu")
     seg = Segmenter(cfg)
     assert seg.resolved_config == resolve_config(cfg)
     with pytest.raises(InvalidConfigError, match="middle_layer"):
-        Segmenter(cfg.replace(middle_layer=99)).resolved_config
+        _ = Segmenter(cfg.replace(middle_layer=99)).resolved_config
     options = RunOptions(output=tmp_path, tile_size=32)
     assert wants_tiling((200, 200), cfg, options)                # original size: tiled
     assert not wants_tiling((200, 200), cfg.replace(short_side=64), options)  # resized

@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 
 from clipseg.apps import synthetic
+from clipseg.apps.synthetic import (
+    BACKGROUNDS,
+    CLASS_NAMES,
+    COLORS,
+    SHAPE_CLASSES,
+    caption,
+    make_batch,
+    make_scene,
+    miou,
+)
 from clipseg.errors import InvalidInputError
-from clipseg.apps.synthetic import (BACKGROUNDS, CLASS_NAMES, COLORS, SHAPE_CLASSES, caption,
-                               make_batch, make_scene, miou)
 
 
 def test_class_list_is_shapes_then_backgrounds():

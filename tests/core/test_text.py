@@ -13,7 +13,6 @@ from clipseg.models import wrap_model
 from clipseg.text import ClassSpec, TextEncoder, class_logits, parse_classes
 from tests.tiny_models import make_tiny_clip
 
-
 # -- parse_classes ------------------------------------------------------------------------------
 
 def test_commas_and_synonyms():
@@ -178,8 +177,8 @@ def test_iter_encode_reports_each_new_synonym_and_keeps_what_finished(own_clip,
     emb, owner = encoder.encode(parse_classes("road; street, building, tree"))
     assert counting.prompts == 2 + 6  # only "tree" was left
     assert owner.tolist() == [0, 0, 1, 2]
-    torch.testing.assert_close(emb[3], _reference(loaded, "tree", [str("a {}").format,
-                                                                  str("the {}").format]),
+    torch.testing.assert_close(emb[3], _reference(loaded, "tree", ["a {}".format,
+                                                                  "the {}".format]),
                                atol=1e-5, rtol=1e-5)
 
 

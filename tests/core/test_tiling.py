@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from clipseg.errors import InvalidInputError
-from clipseg.tiling import (Stitcher, model_input_size, resize_short_side, resized_shape,
-                            upsample_logits, window_boxes)
+from clipseg.tiling import (
+    Stitcher,
+    model_input_size,
+    resize_short_side,
+    resized_shape,
+    upsample_logits,
+    window_boxes,
+)
 
 
 # -- window grid ---------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("QT_API", "pyqt6")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 WIDGET = "CLIP open-vocabulary segmentation"
 TINY = "tiny (test)"

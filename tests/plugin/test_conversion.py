@@ -6,8 +6,7 @@ import pytest
 from napari.layers import Image, Labels
 
 from clipseg.errors import InvalidInputError
-from napari_clipseg.image_source import image_source, parse_channels
-from napari_clipseg.image_source import combined_source
+from napari_clipseg.image_source import combined_source, image_source, parse_channels
 from napari_clipseg.labels_layer import EDITS_KEY, merge_classes
 from napari_clipseg.ownership import EditTracker
 

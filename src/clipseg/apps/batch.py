@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..formats import io
 from ..errors import ClipSegError, InvalidInputError
+from ..formats import io
 from ..resolve import resolve_config
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     with open_image(job.source, channels=options.channels,
                     contrast_limits=options.contrast_limits) as source:
         if wants_tiling(source.shape, config, options):
-            from .largeimage import plan_tiles, pamr_halo, segment_tile
+            from .largeimage import pamr_halo, plan_tiles, segment_tile
 
             window = resolve_config(config).window
             crop, stride = window.crop, window.stride
@@ -369,7 +369,7 @@ def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Cl
 
     if any(not (options.resume and is_complete(j, run_hash, scores=options.scores))
            for j in jobs):
-        segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
+        _ = segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
     outcomes = []
     bar = tqdm(jobs, unit="img", disable=not options.progress, dynamic_ncols=True)
     for job in bar:

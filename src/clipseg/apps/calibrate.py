@@ -17,9 +17,7 @@ same random pairs are used for every layer and feature kind of a window.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from .calibrate_cli import KINDS
 from .metrics import auroc
 
 __all__ = ["KINDS", "CalibrationReport", "calibrate", "coherence_auroc", "sample_pairs",
-           "patch_labels", "add_subparser"]
+           "patch_labels"]
 
 
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig, READOUTS, ReadoutConfig, RefineConfig, SegmentConfig, \
-    WindowConfig
+from ..config import READOUTS, ModelConfig, ReadoutConfig, RefineConfig, SegmentConfig, WindowConfig
 from ..errors import InvalidInputError
 from ..formats.io import class_colors, hex_to_rgb, write_labels
 from ..models.bundled import BUNDLED_ARCH
@@ -146,7 +145,8 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, method: str = "clipse
     ----------
     out_dir : path-like
         Folder to write into (created if missing): ``input.png`` (the scene), ``labels.png``
-        with its ``labels.clipseg.json`` sidecar (the label file format of :mod:`clipseg.formats.io`),
+        with its ``labels.clipseg.json`` sidecar (the label file format of
+        :mod:`clipseg.formats.io`),
         ``truth.png`` (ground truth, same format) and ``overlay.png`` (input, prediction and
         ground truth side by side with a legend of class names).
     seed : int

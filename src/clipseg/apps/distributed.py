@@ -25,10 +25,18 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .batch import (Job, Outcome, RunOptions, image_size, is_complete, process_job,
-                    wants_tiling, write_tiled)
 from ..errors import ClipSegError, InvalidConfigError
 from ..resolve import resolve_config
+from .batch import (
+    Job,
+    Outcome,
+    RunOptions,
+    image_size,
+    is_complete,
+    process_job,
+    wants_tiling,
+    write_tiled,
+)
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig

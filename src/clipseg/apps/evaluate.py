@@ -27,9 +27,16 @@ from typing import Any
 import numpy as np
 
 from ..config import SegmentConfig
-from .datasets import (DATASETS, NAME_VARIANTS, SegmentationDataset, class_names,
-                       engine_to_dataset_lut, open_dataset, prompt_classes)
 from ..errors import InvalidConfigError, InvalidInputError, describe
+from .datasets import (
+    DATASETS,
+    NAME_VARIANTS,
+    SegmentationDataset,
+    class_names,
+    engine_to_dataset_lut,
+    open_dataset,
+    prompt_classes,
+)
 from .metrics import ConfusionAccumulator
 
 __all__ = ["Protocol", "PROTOCOLS", "EvalSettings", "EvalReport", "resolve_settings",

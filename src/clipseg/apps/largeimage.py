@@ -73,7 +73,7 @@ class ImageSource:
             self._closer()
             self._closer = None
 
-    def __enter__(self) -> "ImageSource":
+    def __enter__(self) -> ImageSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -111,7 +111,7 @@ def class_colors(n: int) -> list[str]:
         hue = (j * 0.618033988749895) % 1.0
         sat, val = ((0.65, 0.95), (0.9, 0.7), (0.45, 0.85))[j % 3]
         r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-        out.append("#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255)))
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
     return out
 
 

@@ -7,13 +7,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .loading import (LoadedModel, load_checkpoint_safely, load_model, resolve_device,
-                      resolve_precision, weights_available, wrap_model)
+from .loading import (
+    LoadedModel,
+    load_checkpoint_safely,
+    load_model,
+    resolve_device,
+    resolve_precision,
+    weights_available,
+    wrap_model,
+)
 from .registry import ModelEntry, get_entry, list_models, register_model, synthesise_entry
 
 __all__ = ["ModelEntry", "get_entry", "list_models", "register_model", "synthesise_entry",
            "LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
-           "resolve_device", "resolve_precision", "weights_available", "VisionTower", "interpolate_pos_embed"]
+           "resolve_device", "resolve_precision", "weights_available", "VisionTower",
+           "interpolate_pos_embed"]
 
 _LAZY = {"VisionTower": ".towers", "interpolate_pos_embed": ".towers"}
 

@@ -2,7 +2,8 @@
 
 ``clipseg-demo-tiny`` is a 1.4 M-parameter open_clip ViT (64 px input, patch 8, 6 blocks of
 width 128; a 2-block text tower of width 64) trained for a few minutes on CPU by
-``scripts/train_tiny_clip.py`` on the coloured-shape scenes of :mod:`clipseg.apps.synthetic`. It lets
+``scripts/train_tiny_clip.py`` on the coloured-shape scenes of :mod:`clipseg.apps.synthetic`.
+It lets
 a fresh machine run ``clipseg demo`` and the end-to-end tests offline with a model that has
 learned something. It knows 15 concepts (12 coloured shapes, 3 grey textures) and nothing about
 real images.

@@ -18,19 +18,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import (InvalidConfigError, InvalidInputError, ModelLoadError,
-                      UnsupportedModelError, describe)
+from ..errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    ModelLoadError,
+    UnsupportedModelError,
+    describe,
+)
 from .checkpoint import load_checkpoint_safely, load_state_into
-from .hub import cached_hf_file as _cached_hf_file
 from .hub import cache_status, check_requirements, fetch_hub_file, hub_model_files, offline_error
+from .hub import cached_hf_file as _cached_hf_file
 from .registry import ModelEntry, entry_for, get_entry, optional_module, synthesise_entry
 
 __all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",

@@ -23,8 +23,13 @@ from dataclasses import dataclass
 
 import open_clip
 import torch
-from open_clip.transformer import (CustomResidualAttentionBlock, ResidualAttentionBlock,
-                                   TextTransformer, Transformer, text_global_pool)
+from open_clip.transformer import (
+    CustomResidualAttentionBlock,
+    ResidualAttentionBlock,
+    TextTransformer,
+    Transformer,
+    text_global_pool,
+)
 from torch import nn
 
 __all__ = ["TextTower", "text_tower", "pooled_positions", "truncated_encode",
@@ -157,7 +162,7 @@ def truncated_encode(tower: TextTower, tokens: torch.Tensor) -> torch.Tensor:
     return x if projection is None else x @ projection
 
 
-_DIGESTS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+_DIGESTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def _text_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

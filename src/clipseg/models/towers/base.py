@@ -128,7 +128,7 @@ class VisionTower(ABC):
     output_dim: int
 
     @classmethod
-    def from_model(cls, model: Any) -> "VisionTower":
+    def from_model(cls, model: Any) -> VisionTower:
         """The tower view of a CLIP (or its ``.visual``, or an object with a ``.model`` CLIP).
 
         Raises
