@@ -182,3 +182,26 @@ def test_vector_without_rasterio_exits_2_with_the_extra(tmp_path, model_args, mo
     assert code == EXIT_USAGE
     assert "pip install 'napari-clipseg[geo]'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()           # refused before any image was segmented
+
+
+def test_dask_run_writes_the_same_georeferenced_files(tmp_path, model_args, capsys):
+    distributed = pytest.importorskip("distributed")
+    from tests.cli.test_cli_dask import _same_tree
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _geo_scene(folder / "small.tif")
+    _geo_scene(folder / "wide.tif", size=(40, 110))   # tiled with --tile-size 48
+    args = ["batch", str(folder), "--classes", CLASSES, "--tile-size", "48", "--scores",
+            "--vector", *_native(model_args)]
+    assert main([*args, "-o", str(tmp_path / "serial")]) == EXIT_OK
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        assert main([*args, "-o", str(tmp_path / "dask"), "--dask-scheduler",
+                     cluster.scheduler_address]) == EXIT_OK
+    assert _same_tree(tmp_path / "serial", tmp_path / "dask") == []   # byte for byte
+    _, meta = io.read_labels(tmp_path / "dask" / "wide")
+    assert meta["image"]["tiled"] is True and meta["geo"]["crs_epsg"] == 32633
+    _check_tags(folder / "wide.tif", tmp_path / "dask" / "wide.tif")
+    _check_tags(folder / "wide.tif", tmp_path / "dask" / "wide.scores.tif")
+    assert (tmp_path / "dask" / "wide.geojson").is_file()

@@ -322,13 +322,15 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
                 f"at full resolution, or raise --max-pixels")
         image = source.read()
         info = _info(job, source)
-        keep = np.ones(source.shape, bool)  # False where the input is no-data
-        mask_nodata(keep, source.data, nodata)
+        keep = None
+        if nodata is not None:
+            keep = np.ones(source.shape, bool)  # False where the input is no-data
+            mask_nodata(keep, source.data, nodata)
     segmenter = segmenter_for(config)
     result = segmenter.segment(image, classes)
     segmenter.clear_cache()  # no relabelling here: do not keep the image and its windows
     del image
-    labels = result.labels if keep.all() else np.where(keep, result.labels, 0)
+    labels = result.labels if keep is None or keep.all() else np.where(keep, result.labels, 0)
     write_result(job, labels, result.probs if options.scores else None, config, classes,
                  model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra)
     write_vector(job, options, classes, geo)
