@@ -3,8 +3,10 @@
 One result is two files next to each other::
 
     NAME.png            8-bit palette PNG when the largest label is <= 255
-    NAME.tif            otherwise (uint16 or uint32, zlib-compressed, tiled when large); the
-                        CLI's tiled runs write it uncompressed, so it memory-maps lazily
+    NAME.tif            otherwise (uint16 or uint32, zlib-compressed, tiled when large), or
+                        whenever TIFF tags are given (``tiff_tags``: a GeoTIFF's
+                        georeferencing, see clipseg.formats.geo); the CLI's tiled runs write
+                        it uncompressed, so it memory-maps lazily
     NAME.clipseg.json   the sidecar: class names, synonyms, colors, model, config, image info
 
 Label 0 means *unlabeled*; class ``k`` (0-based, in the order given) has label ``k + 1``.
