@@ -9,7 +9,13 @@ Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input fol
 
     OUT/sub/a.png | a.tif      labels (PNG with palette; TIFF when tiled or > 255 classes)
     OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.formats.io)
-    OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities
+    OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities (one TIFF page
+                               of K bands, as GIS tools read a multiband raster)
+    OUT/sub/a.geojson          with --vector: one polygon per connected region (formats.geo)
+
+A GeoTIFF input's georeferencing (:func:`clipseg.formats.geo.read_georeference`) is copied to
+the label TIFF (always a TIFF then) and the scores file, recorded in the sidecar as ``"geo"``,
+and its no-data pixels become label 0.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SCORES_SUFFIX = ".scores.tif"
+VECTOR_SUFFIX = ".geojson"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class RunOptions:
     retries: int = 2
     channels: tuple[int | None, ...] | None = None
     contrast_limits: tuple[float, float] | None = None
+    vector: bool = False              # --vector: polygons as GeoJSON (see vector_path)
+    vector_file: Path | None = None   # --vector FILE for a one-image run
 
 
 @dataclass
@@ -151,8 +160,9 @@ def expected_hash(config: SegmentConfig, classes: Sequence[ClassSpec]) -> str:
     return io.make_sidecar(names, synonyms=synonyms, config=config)["config_hash"]
 
 
-def is_complete(job: Job, run_hash: str, *, scores: bool) -> bool:
-    """True when ``job``'s outputs exist, are complete and come from the same options."""
+def is_complete(job: Job, run_hash: str, *, scores: bool, vector: Path | None = None) -> bool:
+    """True when ``job``'s outputs exist, are complete and come from the same options
+    (``vector``: the GeoJSON file the run also wants)."""
     side = io.find_sidecar(job.base)
     if side is None:
         return False
@@ -164,12 +174,50 @@ def is_complete(job: Job, run_hash: str, *, scores: bool) -> bool:
         return False
     if not io.label_image_path(job.base, meta).is_file():
         return False
+    if vector is not None and not vector.is_file():
+        return False
     return not scores or scores_path(job.base).is_file()
 
 
 def scores_path(base: Path) -> Path:
     """``NAME.scores.tif`` of output ``NAME``."""
     return base.with_name(base.name + SCORES_SUFFIX)
+
+
+def vector_path(job: Job, options: RunOptions) -> Path | None:
+    """The GeoJSON of ``job``: ``--vector FILE`` (one-image runs), else ``NAME.geojson`` next
+    to the labels; None without ``--vector``."""
+    if not options.vector:
+        return None
+    return options.vector_file or job.base.with_name(job.base.name + VECTOR_SUFFIX)
+
+
+def _scores_tiff_kwargs(k: int, tiff_tags: Sequence[tuple] | None) -> dict[str, Any]:
+    """One page of ``k`` bands (planar) and the label tags less GDAL_NODATA (labels only)."""
+    tags = [t for t in tiff_tags or () if t[0] != 42113]
+    return {"photometric": "minisblack", "extratags": tags,
+            **({"planarconfig": "separate"} if k > 1 else {})}
+
+
+def geo_outputs(job: Job) -> tuple[Any, list[tuple] | None, dict[str, Any]]:
+    """``(GeoReference or None, label tiff_tags or None, sidecar extra)`` of ``job``'s input."""
+    from ..formats.geo import read_georeference
+
+    geo = read_georeference(job.source)
+    if geo is None:
+        return None, None, {}
+    return geo, geo.label_tags(), {"geo": geo.sidecar()}
+
+
+def write_vector(job: Job, options: RunOptions, classes: Sequence[ClassSpec], geo: Any) -> None:
+    """With ``--vector``: polygons of ``job``'s written labels to :func:`vector_path`."""
+    target = vector_path(job, options)
+    if target is None:
+        return
+    from ..formats.geo import write_geojson
+
+    labels, _ = io.read_labels(job.base, lazy=True)
+    write_geojson(target, np.asarray(labels), [c.name for c in classes], geo, name=job.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +278,8 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
                 run_hash: str) -> Outcome:
     """Segment one image and write its outputs; a failure becomes a failed :class:`Outcome`."""
     start = time.perf_counter()
-    if options.resume and is_complete(job, run_hash, scores=options.scores):
+    if options.resume and is_complete(job, run_hash, scores=options.scores,
+                                      vector=vector_path(job, options)):
         return Outcome(job.name, "skipped")
     try:
         tiled = _segment_and_write(job, config, classes, options)
@@ -243,8 +292,11 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
 
 def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec],
                        options: RunOptions) -> bool:
+    from ..formats.geo import mask_nodata
     from .largeimage import open_image
 
+    geo, tags, extra = geo_outputs(job)
+    nodata = geo.nodata if geo is not None else None
     with open_image(job.source, channels=options.channels,
                     contrast_limits=options.contrast_limits) as source:
         if wants_tiling(source.shape, config, options):
@@ -258,7 +310,9 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
             results = ((t, segment_tile(segmenter, source, t, classes, scores=options.scores))
                        for t in tiles)
             write_tiled(job, source.shape, config, classes, options, results,
-                        image_info=_info(job, source))
+                        image_info=_info(job, source), tiff_tags=tags, extra=extra,
+                        nodata=nodata)
+            write_vector(job, options, classes, geo)
             return True
         height, width = source.shape
         if height * width > options.max_pixels:
@@ -268,12 +322,18 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
                 f"at full resolution, or raise --max-pixels")
         image = source.read()
         info = _info(job, source)
+        keep = None
+        if nodata is not None:
+            keep = np.ones(source.shape, bool)  # False where the input is no-data
+            mask_nodata(keep, source.data, nodata)
     segmenter = segmenter_for(config)
     result = segmenter.segment(image, classes)
     segmenter.clear_cache()  # no relabelling here: do not keep the image and its windows
     del image
-    write_result(job, result.labels, result.probs if options.scores else None, config, classes,
-                 model_name=result.model_name, image_info=info)
+    labels = result.labels if keep is None or keep.all() else np.where(keep, result.labels, 0)
+    write_result(job, labels, result.probs if options.scores else None, config, classes,
+                 model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra)
+    write_vector(job, options, classes, geo)
     return False
 
 
@@ -283,31 +343,42 @@ def _info(job: Job, source: Any) -> dict[str, Any]:
 
 def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config: SegmentConfig,
                  classes: Sequence[ClassSpec], *, model_name: str | None,
-                 image_info: dict[str, Any]) -> list[Path]:
-    """Write an in-memory result: scores first (if any), then labels, then the sidecar."""
+                 image_info: dict[str, Any], tiff_tags: Sequence[tuple] | None = None,
+                 extra: dict[str, Any] | None = None) -> list[Path]:
+    """Write an in-memory result: scores first (if any), then labels, then the sidecar.
+
+    ``tiff_tags`` (tifffile ``extratags``) go into the label TIFF (a TIFF then) and the scores
+    file; ``extra`` are more sidecar keys.
+    """
     import tifffile
 
     io.prepare_overwrite(job.base)
-    extra = {}
+    extra = dict(extra or {})
     if probs is not None:
         sp = scores_path(job.base)
         data = np.asarray(probs, dtype=np.float16)
+        kwargs = _scores_tiff_kwargs(data.shape[0], tiff_tags)
         io.atomic_write(sp, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib",
-                                                         photometric="minisblack"))
+                                                         **kwargs))
         extra["scores"] = sp.name
     names, synonyms = class_entries(classes)
     return io.write_labels(job.base, labels, names, synonyms=synonyms, model=model_name,
-                           config=config, image_info=image_info, extra=extra)
+                           config=config, image_info=image_info, extra=extra,
+                           tiff_tags=tiff_tags)
 
 
 def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
                 classes: Sequence[ClassSpec],
                 options: RunOptions, results: Any, *,
-                image_info: dict[str, Any]) -> list[Path]:
+                image_info: dict[str, Any], tiff_tags: Sequence[tuple] | None = None,
+                extra: dict[str, Any] | None = None,
+                nodata: float | None = None) -> list[Path]:
     """Stream tile results into memory-mapped TIFFs, then publish them and the sidecar.
 
     ``results`` yields ``(Tile, TileResult)``; labels go to ``NAME.tif`` (uncompressed,
-    so the plugin can map it lazily), probabilities to ``NAME.scores.tif``.
+    so the plugin can map it lazily), probabilities to ``NAME.scores.tif``. ``tiff_tags`` go
+    into both files, ``extra`` into the sidecar; pixels where the input equals ``nodata``
+    (every band) get label 0.
     """
     import tifffile
 
@@ -321,19 +392,27 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     with io.atomic_path(label_path) as tmp_labels, \
             (io.atomic_path(sp) if options.scores else nullcontext()) as tmp_scores:
         labels = tifffile.memmap(tmp_labels, shape=(height, width), dtype=io.label_dtype(k),
-                                 photometric="minisblack")
+                                 photometric="minisblack", extratags=list(tiff_tags or ()))
         scores = (tifffile.memmap(tmp_scores, shape=(k, height, width), dtype=np.float16,
-                                  photometric="minisblack") if tmp_scores is not None else None)
+                                  **_scores_tiff_kwargs(k, tiff_tags))
+                  if tmp_scores is not None else None)
         model_name = stream_tiles(results, labels, scores)
+        if nodata is not None:
+            from ..formats.geo import mask_nodata
+            from .largeimage import open_image
+
+            with open_image(job.source) as source:
+                mask_nodata(labels, source.data, nodata)
         for arr in (labels, scores):
             if arr is not None:
                 arr.flush()
         del labels, scores
     names, synonyms = class_entries(classes)
     info = dict(image_info, tiled=True, tile_size=options.tile_size)
+    extra = dict(extra or {}, **({"scores": sp.name} if options.scores else {}))
     side = io.make_sidecar(names, synonyms=synonyms, model=model_name, config=config,
                            image_info=info, shape=(height, width), file=label_path.name,
-                           extra={"scores": sp.name} if options.scores else None)
+                           extra=extra)
     return [label_path, io.write_sidecar(job.base, side)]
 
 
@@ -367,7 +446,8 @@ def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Cl
                 run_hash: str) -> list[Outcome]:
     from tqdm import tqdm
 
-    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores))
+    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores,
+                                               vector=vector_path(j, options)))
            for j in jobs):
         _ = segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
     outcomes = []

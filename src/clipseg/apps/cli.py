@@ -48,6 +48,12 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
     out.add_argument("--scores", action="store_true",
                      help="also write per-class probabilities as NAME.scores.tif "
                           "((K, H, W) float16)")
+    out.add_argument("--vector", nargs="?", const="", default=None, metavar="FILE.geojson",
+                     help="also write the labels as GeoJSON polygons (one per connected "
+                          "region: class, label, area_px), in the GeoTIFF input's world "
+                          "coordinates, else pixel coordinates; FILE for a one-image "
+                          "'segment', else OUT/NAME.geojson per image (needs "
+                          "napari-clipseg[geo])")
     out.add_argument("--coco", type=Path, default=None, metavar="FILE",
                      help="COCO-style JSON of the run (default: OUT/coco.json)")
     out.add_argument("--no-coco", action="store_true", help="do not write the COCO JSON")
@@ -172,6 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         jobs = discover([args.folder], args.output, recursive=args.recursive, walk=True)
     else:
         jobs = discover(args.images, args.output, recursive=False, walk=False)
+    vector_file = _vector_file(args, jobs)
     options = RunOptions(output=Path(args.output), scores=args.scores, resume=args.resume,
                          tile_size=args.tile_size, max_pixels=args.max_pixels,
                          model_configs=tuple(str(p.resolve()) for p in args.model_config),
@@ -179,11 +186,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.quiet, retries=args.retries,
                          channels=tuple(args.channels) if args.channels else None,
                          contrast_limits=tuple(args.contrast_limits) if args.contrast_limits
-                         else None)
+                         else None, vector=args.vector is not None, vector_file=vector_file)
     summary = run_jobs(jobs, config, classes, options, dask_scheduler=args.dask_scheduler,
                        dask_local=args.dask_local)
     print(summary.report(), file=sys.stderr)
     return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def _vector_file(args: argparse.Namespace, jobs: Sequence[Any]) -> Path | None:
+    """``--vector FILE`` checked (one image only, a .geojson name); the polygoniser present."""
+    if args.vector is None:
+        return None
+    from ..formats.geo import require_vector_deps
+
+    require_vector_deps()
+    if not args.vector:
+        return None
+    if args.walk or len(jobs) != 1:
+        raise InvalidConfigError(f"--vector {args.vector}: expected a file name only for one "
+                                 f"image, got a run of {len(jobs)}; give --vector without a "
+                                 "file name to write NAME.geojson next to each label file")
+    target = Path(args.vector)
+    if target.suffix.lower() not in (".geojson", ".json"):
+        raise InvalidConfigError(f"--vector: expected a .geojson file name, got {target}")
+    if target.resolve() == Path(jobs[0].source).resolve():
+        raise InvalidConfigError(f"--vector {target}: expected a new file, got the input image")
+    return target
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -31,11 +31,14 @@ from .batch import (
     Job,
     Outcome,
     RunOptions,
+    geo_outputs,
     image_size,
     is_complete,
     process_job,
+    vector_path,
     wants_tiling,
     write_tiled,
+    write_vector,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +156,8 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
     outcomes: dict[str, Outcome] = {}
     whole, tiled = [], []
     for job in jobs:
-        if options.resume and is_complete(job, run_hash, scores=options.scores):
+        if options.resume and is_complete(job, run_hash, scores=options.scores,
+                                          vector=vector_path(job, options)):
             outcomes[job.name] = Outcome(job.name, "skipped")
             continue
         size = image_size(job.source)
@@ -212,7 +216,10 @@ def _run_tiled(client: Any, job: Job, config: SegmentConfig, classes: Sequence[C
                              classes=classes, options=options, contrast_limits=limits,
                              retries=options.retries, pure=False)
         results = (fut.result() for fut in as_completed(futures))
-        write_tiled(job, shape, config, classes, options, results, image_info=info)
+        geo, tags, extra = geo_outputs(job)
+        write_tiled(job, shape, config, classes, options, results, image_info=info,
+                    tiff_tags=tags, extra=extra, nodata=geo.nodata if geo else None)
+        write_vector(job, options, classes, geo)
     except Exception as exc:  # reported in the summary; the run goes on
         return Outcome(job.name, "failed", f"{type(exc).__name__}: {exc}",
                        time.perf_counter() - start, tiled=True, detail=traceback.format_exc(),

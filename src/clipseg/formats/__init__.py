@@ -1,1 +1,2 @@
-"""File formats: label images with their JSON sidecars (io) and COCO JSON (coco)."""
+"""File formats: label images with their JSON sidecars (io), COCO JSON (coco), GeoTIFF
+georeferencing and GeoJSON polygons (geo)."""

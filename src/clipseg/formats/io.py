@@ -3,8 +3,10 @@
 One result is two files next to each other::
 
     NAME.png            8-bit palette PNG when the largest label is <= 255
-    NAME.tif            otherwise (uint16 or uint32, zlib-compressed, tiled when large); the
-                        CLI's tiled runs write it uncompressed, so it memory-maps lazily
+    NAME.tif            otherwise (uint16 or uint32, zlib-compressed, tiled when large), or
+                        whenever TIFF tags are given (``tiff_tags``: a GeoTIFF's
+                        georeferencing, see clipseg.formats.geo); the CLI's tiled runs write
+                        it uncompressed, so it memory-maps lazily
     NAME.clipseg.json   the sidecar: class names, synonyms, colors, model, config, image info
 
 Label 0 means *unlabeled*; class ``k`` (0-based, in the order given) has label ``k + 1``.
@@ -353,13 +355,15 @@ def _write_png(tmp: Path, labels: np.ndarray, colors: Sequence[str]) -> None:
     img.save(tmp, format="PNG", transparency=0, optimize=False)
 
 
-def _write_tiff(tmp: Path, labels: np.ndarray) -> None:
+def _write_tiff(tmp: Path, labels: np.ndarray,
+                tiff_tags: Sequence[tuple] | None = None) -> None:
     import tifffile
 
     dtype = label_dtype(int(labels.max()) if labels.size else 0)
     big = labels.shape[0] >= 1024 and labels.shape[1] >= 1024
     tifffile.imwrite(tmp, labels.astype(dtype, copy=False), compression="zlib",
-                     tile=(256, 256) if big else None, photometric="minisblack")
+                     tile=(256, 256) if big else None, photometric="minisblack",
+                     extratags=list(tiff_tags or ()))
 
 
 def _check_edits(edits: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -429,7 +433,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
                  synonyms: Sequence[Sequence[str]] | None = None, model: str | None = None,
                  config: Any = None, image_info: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None,
-                 edits: np.ndarray | None = None) -> list[Path]:
+                 edits: np.ndarray | None = None,
+                 tiff_tags: Sequence[tuple] | None = None) -> list[Path]:
     """Write a label image and its sidecar (and the human-edit mask, if any), atomically.
 
     Parameters
@@ -459,6 +464,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
         True where a person set the label. Written as ``NAME.edits.png`` (and named in the
         sidecar) when any pixel is True; None or an all-False mask writes no mask file (an old
         one is removed).
+    tiff_tags : list of (code, dtype, count, value, writeonce), optional
+        Extra TIFF tags (tifffile ``extratags`` tuples), e.g. a GeoTIFF's georeferencing
+        (:meth:`clipseg.formats.geo.GeoReference.label_tags`). Given (even empty), the label
+        image is a TIFF whatever the largest label; an explicit ``.png`` is then an error.
 
     Returns
     -------
@@ -475,6 +484,11 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
     max_label = int(arr.max()) if arr.size else 0
     if given in (".tif", ".tiff"):
         image_path = base.with_name(base.name + given)
+    elif given == ".png" and tiff_tags is not None:
+        raise InvalidInputError(f"{path}: expected a .tif name for labels with TIFF tags "
+                                "(e.g. georeferencing), got .png")
+    elif tiff_tags is not None:
+        image_path = base.with_name(base.name + ".tif")
     elif given == ".png" and max_label > 255:
         raise InvalidInputError(f"{path}: expected labels <= 255 for a PNG, got {max_label}; "
                                 "write NAME.tif instead")
@@ -485,7 +499,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
     if image_path.suffix == ".png":
         atomic_write(image_path, lambda tmp: _write_png(tmp, arr, colors_hex))
     else:
-        atomic_write(image_path, lambda tmp: _write_tiff(tmp, arr))
+        atomic_write(image_path, lambda tmp: _write_tiff(tmp, arr, tiff_tags))
     written = [image_path]
     mask_name = None
     if mask is not None and mask.any():
