@@ -238,6 +238,10 @@ def validate_fields(obj: Any) -> None:
             _check_number(name, value, low=meta["low"], high=meta["high"],
                           low_open=meta["low_open"], allow_none=optional,
                           integer=kind == "int")
+        elif kind == "ints" and (meta["low"] is not None or meta["high"] is not None):
+            for item in value:  # the bounds of a sequence hold for each of its numbers
+                _check_number(name, item, low=meta["low"], high=meta["high"],
+                              low_open=meta["low_open"], integer=True)
         elif kind == "str":
             if meta["choices"] and meta["check"] is None:
                 if value not in meta["choices"]:
@@ -268,6 +272,19 @@ def _check_positive_ints(name: str, value: Any) -> None:
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value) \
             or len(tuple(value)) == 0:
         _fail(name, "a non-empty sequence of positive integers", value)
+
+
+#: Bounds of PAMR's options: past them a run costs hours or terabytes and gains nothing (a
+#: dilation wider than the image only repeats its border; 10 iterations already converge).
+MAX_PAMR_DILATION = 1024
+MAX_PAMR_DILATIONS = 16
+MAX_PAMR_ITERATIONS = 1000
+
+
+def _check_dilations(name: str, value: Any) -> None:
+    _check_positive_ints(name, value)
+    if len(tuple(value)) > MAX_PAMR_DILATIONS:
+        _fail(name, f"at most {MAX_PAMR_DILATIONS} dilations", value)
 
 
 def _check_short_side(name: str, value: Any) -> None:
@@ -308,6 +325,11 @@ class ModelConfig:
     cache_dir: str | None = option(
         None, widget="hidden", none="open_clip's own cache",
         help="Folder where open_clip keeps downloaded weights.")
+    max_memory: float | None = option(
+        None, low=0.0, unit="GiB", step=0.5, widget="hidden",
+        none="the memory available when the run starts",
+        help="Refuse a run whose estimated peak memory (working image, windows, features, "
+             "logits, PAMR) is above this many GiB, before any work; 0 turns the check off.")
     text_cache: str = option(
         "auto", widget="hidden",
         help="Folder of the persistent text-embedding cache: auto = $CLIPSEG_TEXT_CACHE or the "
@@ -467,10 +489,13 @@ class RefineConfig:
         help="Refine the outlines so they follow the image's edges (PAMR, pixel-adaptive "
              "mask refinement): sharper, slower.")
     pamr_dilations: tuple[int, ...] = option(
-        (8, 16), check=_check_positive_ints, unit="px",
-        help="Dilations of PAMR's 3x3 neighbourhoods ((8, 16); TCL uses 1 2 4 8 12 24).")
+        (8, 16), check=_check_dilations, unit="px", low=1, high=MAX_PAMR_DILATION,
+        help="Dilations of PAMR's 3x3 neighbourhoods ((8, 16); TCL uses 1 2 4 8 12 24), at "
+             f"most {MAX_PAMR_DILATIONS} of them.")
     pamr_iterations: int = option(
-        10, low=1, help="PAMR's propagation steps.")
+        10, low=1, high=MAX_PAMR_ITERATIONS,
+        help="PAMR's propagation steps (10 in the paper; each costs one pass over every "
+             "neighbour of every pixel and class).")
     pamr_tile: int = option(
         512, low=16, unit="px",
         help="Core tile side of PAMR; each tile is padded by a halo of iterations x the "

@@ -27,6 +27,7 @@ from .features import DenseEncoder
 from .generators import drain, relay
 from .image import validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
+from .memory import MemoryEstimate, ModelFacts, check_memory, format_bytes
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
 from .models.towers import VisionTower
 from .refine import pamr
@@ -357,6 +358,9 @@ class Segmenter:
         specs = parse_classes(classes)
         labels, refine = self._options(labels, refine)
         class_threshold_vector([s.name for s in specs], labels)  # fail before the ViT pass
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3:
+            self.check_memory(image.shape[:2], specs, labels=labels, refine=refine,
+                              image_bytes=3 * image.dtype.itemsize)  # before any work
         text, owner = yield from self._encode_text(specs, labels)
         before = self._cache
         yield from self.window_embeddings(image)
@@ -375,6 +379,41 @@ class Segmenter:
         """Whether a run on ``image`` would reuse cached window embeddings (no ViT pass)."""
         return self._cache is not None and self._cache.key == self._key(
             validate_rgb(image), self.resolved_config)
+
+    def check_memory(self, shape: tuple[int, int], classes: Classes, *,
+                     labels: LabelConfig | None = None, refine: RefineConfig | None = None,
+                     image_bytes: int = 3, cached: bool = False) -> MemoryEstimate:
+        """Estimate the peak memory of a run on an image of ``shape`` and refuse it when it does
+        not fit (:func:`clipseg.memory.check_memory`; the budget is ``config.model.max_memory``,
+        else the memory available now).
+
+        Raises
+        ------
+        InvalidConfigError
+            The estimate is above the budget, or one window does not fit on the GPU; the
+            message names the option to change.
+        """
+        specs = parse_classes(classes)
+        labels, refine = self._options(labels, refine)
+        per_synonym = labels.synonym_reduce == "softmax_then_max"
+        maps = sum(len(s.synonyms) for s in specs) if per_synonym else len(specs)
+        cfg = dataclasses.replace(self.resolved_config, refine=refine)
+        loaded = self.loaded
+        facts = ModelFacts.of_tower(self.encoder.tower)
+        feature_bytes = 2 if loaded.compute_dtype == torch.float16 else 4
+        estimate = check_memory(cfg, int(shape[0]), int(shape[1]), maps, facts=facts,
+                                image_bytes=image_bytes, feature_bytes=feature_bytes,
+                                cached=cached)
+        if loaded.device.type == "cuda" and not cached and cfg.model.max_memory != 0:
+            total = torch.cuda.get_device_properties(loaded.device).total_memory
+            if estimate.device > total:
+                raise InvalidConfigError(
+                    f"memory: expected one window to fit in the {format_bytes(total)} of "
+                    f"{loaded.device}, got an estimated {format_bytes(estimate.device)} for a "
+                    f"{estimate.working[0]}x{estimate.working[1]} working image with crop "
+                    f"{cfg.window.crop}; set a crop (e.g. 224), lower short_side, or use "
+                    "device cpu")
+        return estimate
 
     def _options(self, labels: LabelConfig | None, refine: RefineConfig | None
                  ) -> tuple[LabelConfig, RefineConfig]:
@@ -428,6 +467,8 @@ class Segmenter:
             specs = parse_classes(classes)
         labels, refine = self._options(labels, refine)
         class_threshold_vector([s.name for s in specs], labels)  # fail before any work
+        self.check_memory(cache.image.shape[:2], specs, labels=labels, refine=refine,
+                          image_bytes=3 * cache.image.dtype.itemsize, cached=True)
         text, owner = yield from self._encode_text(specs, labels)
         return (yield from self._finish(cache, specs, text, owner, labels, refine, reused=True))
 

@@ -272,3 +272,31 @@ def test_weights_available_looks_only_at_local_files(tmp_path):
     assert not weights_available(ModelConfig(model="ViT-B-16/openai",
                                              checkpoint=str(tmp_path / "none.safetensors")))
     assert not weights_available(ModelConfig(model="no-such-model"))
+
+
+@pytest.mark.parametrize("poison", ["all_nan", "one_inf"])
+def test_non_finite_weights_are_refused_naming_the_tensor(poison, weights, tiny_model_name,
+                                                          tmp_path):
+    state = {k: v.clone().contiguous() for k, v in weights.state_dict().items()}
+    names = [k for k, v in state.items() if v.is_floating_point()]
+    if poison == "all_nan":  # every weight NaN: once accepted, every pixel got label 0
+        for k in names:
+            state[k].fill_(float("nan"))
+    else:  # one value of one late tensor: still refused, and that tensor is named
+        first = "visual.transformer.resblocks.3.mlp.c_fc.weight"
+        state[first].view(-1)[5] = float("inf")
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ModelLoadError) as err:
+        load_model(ModelConfig(model=tiny_model_name, checkpoint=str(path), device="cpu"))
+    text = str(err.value)
+    assert str(path) in text and "non-finite" in text
+    if poison == "one_inf":
+        assert repr(first) in text and " 1 of " in text and "1 tensor:" in text
+    else:
+        assert any(f"the first is {k!r}" in text for k in names)
+        assert f"{len(names) - 1} other tensors" in text
+    # the finite original still loads: the check refuses only bad weights
+    good = tmp_path / "good.safetensors"
+    save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(good))
+    load_model(ModelConfig(model=tiny_model_name, checkpoint=str(good), device="cpu"))

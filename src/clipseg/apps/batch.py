@@ -19,6 +19,7 @@ and its no-data pixels become label 0.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ClipSegError, InvalidInputError
+from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 from ..formats import io
 from ..resolve import resolve_config
 
@@ -314,12 +315,9 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
                         nodata=nodata)
             write_vector(job, options, classes, geo)
             return True
-        height, width = source.shape
-        if height * width > options.max_pixels:
-            raise InvalidInputError(
-                f"expected at most --max-pixels {options.max_pixels} pixels for an untiled "
-                f"image, got {height}x{width}; pass --short-side none to process it in tiles "
-                f"at full resolution, or raise --max-pixels")
+        refusal = job_refusal(job, source.shape, config, classes, options)
+        if refusal is not None:  # before the pixels are decoded
+            raise refusal
         image = source.read()
         info = _info(job, source)
         keep = None
@@ -335,6 +333,122 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
                  model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra)
     write_vector(job, options, classes, geo)
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# checks before any work: options against the model, the first image, the memory
+# --------------------------------------------------------------------------------------------
+def _num_maps(config: SegmentConfig, classes: Sequence[ClassSpec]) -> int:
+    if config.labels.synonym_reduce == "softmax_then_max":
+        return sum(len(c.synonyms) for c in classes)
+    return len(classes)
+
+
+def job_refusal(job: Job, shape: tuple[int, int], config: SegmentConfig,
+                classes: Sequence[ClassSpec], options: RunOptions, *,
+                facts: Any = None, check_budget: bool = True) -> ClipSegError | None:
+    """Why ``job`` (an image of ``shape``) cannot run with these options, or None.
+
+    Checked before any pixel is decoded: an untiled image and its working image (the image
+    resized to ``short_side``) against ``--max-pixels``, then the estimated peak memory against
+    the budget (:func:`clipseg.memory.check_memory`); a tiled image for its largest region.
+    """
+    from ..memory import ModelFacts, check_memory, working_size
+
+    config = resolve_config(config)
+    height, width = (int(v) for v in shape)
+    facts = facts or ModelFacts.of_arch(_arch(config)) or ModelFacts()
+    what = "image"
+    if wants_tiling((height, width), config, options):
+        from .largeimage import pamr_halo, plan_tiles
+
+        window = config.window
+        tiles = plan_tiles(height, width, options.tile_size, window.crop, window.stride,
+                           pamr_halo(config))
+        height = max(t.region[2] - t.region[0] for t in tiles)
+        width = max(t.region[3] - t.region[1] for t in tiles)
+        what = "tile region"
+    else:
+        if height * width > options.max_pixels:  # the full-size logits: K x H x W floats
+            return InvalidInputError(
+                f"expected at most --max-pixels {options.max_pixels} pixels for an untiled "
+                f"image, got {height}x{width} ({job.name}); pass --short-side 0 to process it "
+                f"in tiles at full resolution, or raise --max-pixels")
+        short = config.window.short_side
+        wh, ww = working_size(height, width, short)
+        if wh * ww > options.max_pixels:
+            fit = int(math.sqrt(options.max_pixels / (max(wh, ww) / min(wh, ww))))
+            return InvalidConfigError(
+                f"--short-side: expected a working image of at most --max-pixels "
+                f"{options.max_pixels} pixels, got {wh}x{ww} = {wh * ww} pixels for "
+                f"{job.name} ({height}x{width} resized to short side {short}); lower "
+                f"--short-side (at most {fit} fits), or raise --max-pixels")
+    if not check_budget:
+        return None
+    image_bytes = 12 if job.source.suffix.lower() in (".tif", ".tiff") else 3
+    try:
+        check_memory(config, height, width, _num_maps(config, classes), facts=facts,
+                     image_bytes=image_bytes, what=f"{what} ({job.name})")
+    except InvalidConfigError as exc:
+        return exc
+    return None
+
+
+def _arch(config: SegmentConfig) -> str:
+    from ..models.registry import entry_for
+
+    return entry_for(config.model).arch
+
+
+def _check_channels(job: Job, options: RunOptions) -> None:
+    """``--channels`` against the channels of the run's first image (one open, lazy for TIFF).
+
+    An unreadable first image is left to its own job to report."""
+    from .largeimage import open_image
+
+    try:
+        with open_image(job.source) as source:
+            shape = tuple(source.data.shape)
+    except ClipSegError:
+        return
+    count = shape[2] if len(shape) == 3 else 1
+    bad = [c for c in options.channels or () if c is not None and not -count <= c < count]
+    if bad:
+        given = " ".join("none" if c is None else str(c) for c in options.channels)
+        raise InvalidConfigError(
+            f"--channels: expected indices in {-count}..{count - 1} (the first image, "
+            f"{job.name}, has {count} channel{'s' if count != 1 else ''}), got {given}; "
+            "count channels from 0")
+
+
+def preflight(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[ClassSpec],
+              options: RunOptions, *, facts: Any = None, check_budget: bool = True) -> None:
+    """Stop a run whose options cannot work, before any image is segmented (exit 2).
+
+    ``--channels`` is checked against the first image; the working size and the memory
+    estimate against every image until one passes: when none would fit, the options are at
+    fault and the run stops with the first image's reason; when some fit, the others fail one
+    by one (exit 1) and the rest are segmented.
+    """
+    if not jobs:
+        return
+    if options.channels is not None:
+        _check_channels(jobs[0], options)
+    first: ClipSegError | None = None
+    refused = 0
+    for job in jobs:
+        shape = image_size(job.source)
+        if shape is None:
+            continue  # unreadable: its own job reports it
+        refusal = job_refusal(job, shape, config, classes, options, facts=facts,
+                              check_budget=check_budget)
+        if refusal is None:
+            return
+        first = first or refusal
+        refused += 1
+    if first is not None:
+        more = f" (and the same for the other {refused - 1} images)" if refused > 1 else ""
+        raise InvalidConfigError(f"{first}{more}")
 
 
 def _info(job: Job, source: Any) -> dict[str, Any]:
@@ -362,7 +476,10 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
                                                          **kwargs))
         extra["scores"] = sp.name
     names, synonyms = class_entries(classes)
-    return io.write_labels(job.base, labels, names, synonyms=synonyms, model=model_name,
+    # The format follows the run's class count, not the labels one image happens to contain,
+    # so every output of a run with more than 255 classes is a TIFF (docs/cli.md).
+    target = job.base.with_name(job.base.name + ".tif") if len(names) > 255 else job.base
+    return io.write_labels(target, labels, names, synonyms=synonyms, model=model_name,
                            config=config, image_info=image_info, extra=extra,
                            tiff_tags=tiff_tags)
 
@@ -426,6 +543,22 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
     start = time.perf_counter()
     config = resolve_config(config)  # the model's defaults, once: the same in every worker
     run_hash = expected_hash(config, classes)
+    todo = [j for j in jobs if not (options.resume and is_complete(
+        j, run_hash, scores=options.scores, vector=vector_path(j, options)))]
+    if todo:  # every check that can fail for all images fails here, before the first (exit 2)
+        from ..memory import ModelFacts
+
+        if dask_scheduler or dask_local is not None:
+            facts = ModelFacts.of_arch(_arch(config))
+            if facts is not None:
+                resolve_config(config, num_layers=facts.layers)
+        else:  # the model is needed anyway: load it now, a load error stops the run
+            segmenter = segmenter_for(config)
+            _ = segmenter.resolved_config  # middle_layer / dsi_layers against the tower
+            facts = ModelFacts.of_tower(segmenter.encoder.tower)
+        # On a remote cluster this machine's free memory says nothing about the workers'.
+        preflight(todo, config, classes, options, facts=facts,
+                  check_budget=not dask_scheduler or config.model.max_memory is not None)
     if dask_scheduler or dask_local is not None:
         from .distributed import run_distributed
 
@@ -446,11 +579,7 @@ def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Cl
                 run_hash: str) -> list[Outcome]:
     from tqdm import tqdm
 
-    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores,
-                                               vector=vector_path(j, options)))
-           for j in jobs):
-        _ = segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
-    outcomes = []
+    outcomes = []  # the model is loaded (run_jobs' checks) when any job is left to do
     bar = tqdm(jobs, unit="img", disable=not options.progress, dynamic_ncols=True)
     for job in bar:
         bar.set_postfix_str(job.name[-40:], refresh=False)

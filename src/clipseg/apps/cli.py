@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,6 +175,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              ("--dask-local", args.dask_local, 0)):
         if value is not None and value < low:
             raise InvalidConfigError(f"{flag}: expected an integer >= {low}, got {value}")
+    if args.contrast_limits is not None:
+        low, high = args.contrast_limits
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise InvalidConfigError(f"--contrast-limits: expected LOW HIGH, finite with LOW < "
+                                     f"HIGH, got {low:g} {high:g}")
+    if args.channels is not None and all(c is None for c in args.channels):
+        raise InvalidConfigError("--channels: expected at least one channel index, got none "
+                                 "none none")
     if args.walk:
         jobs = discover([args.folder], args.output, recursive=args.recursive, walk=True)
     else:

@@ -20,8 +20,12 @@ processes (``N = 0``: one per GPU, or one when there is none).
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -137,9 +141,36 @@ def _cluster(address: str | None, local_workers: int | None) -> tuple[Any, Any]:
     gpus = torch.cuda.device_count()
     workers = local_workers or max(1, gpus)
     threads = max(1, (os.cpu_count() or 1) // workers) if gpus == 0 else 1
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)})
+    # Ctrl-C reaches every process of the terminal's group: the workers, started while SIGINT is
+    # ignored, inherit that and leave the interrupt to this process, which shuts them down
+    # (otherwise each prints a KeyboardInterrupt traceback of its event loop).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        with warnings.catch_warnings():  # "Port 8787 is already in use": not the user's concern
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                   env={"OMP_NUM_THREADS": str(threads)})
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     return Client(cluster), cluster
+
+
+def _shutdown(client: Any, cluster: Any, *, interrupted: bool) -> None:
+    """Close the client and a local cluster; after Ctrl-C, without Dask's shutdown chatter
+    (tasks being cancelled, workers killed after a timeout: expected when interrupting)."""
+    if interrupted:
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    except Exception:  # an error while stopping must not hide the interrupt
+        if not interrupted:
+            raise
 
 
 def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[ClassSpec],
@@ -165,6 +196,9 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
     if not whole and not tiled:
         return [outcomes[job.name] for job in jobs]
     client, cluster = _cluster(address, local_workers)
+    bar = tqdm(total=len(jobs), initial=len(outcomes), unit="img",
+               disable=not options.progress, dynamic_ncols=True)
+    interrupted = False
     try:
         futures = {}
         for job in whole:
@@ -172,8 +206,6 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
                                 retries=options.retries, pure=False,
                                 key=f"clipseg-image-{job.name}-{uuid.uuid4().hex[:12]}")
             futures[fut] = job
-        bar = tqdm(total=len(jobs), initial=len(outcomes), unit="img",
-                   disable=not options.progress, dynamic_ncols=True)
         for job in tiled:
             outcomes[job.name] = _run_tiled(client, job, config, classes, options)
             bar.update(1)
@@ -185,11 +217,12 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
                 outcomes[job.name] = Outcome(job.name, "failed",
                                              f"{type(exc).__name__}: {exc}")
             bar.update(1)
-        bar.close()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        bar.close()
+        _shutdown(client, cluster, interrupted=interrupted)
     return [outcomes[job.name] for job in jobs]
 
 

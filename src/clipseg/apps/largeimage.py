@@ -61,9 +61,12 @@ class ImageSource:
         self._limits = contrast_limits
         self._closer = closer
         shape = tuple(int(v) for v in data.shape)
-        if len(shape) not in (2, 3) or shape[0] < 2 or shape[1] < 2:
+        if len(shape) not in (2, 3):
             raise InvalidInputError(f"{path}: expected a 2-D image (gray, RGB(A) or channels), "
-                                    f"got data of shape {shape}")
+                                    f"got {len(shape)}-D data of shape {shape}")
+        if shape[0] < 2 or shape[1] < 2:
+            raise InvalidInputError(f"{path}: expected an image of at least 2 x 2 pixels, got "
+                                    f"{shape[0]} x {shape[1]} (data of shape {shape})")
         self.shape: tuple[int, int] = (shape[0], shape[1])
         self.dtype = np.dtype(data.dtype)
 

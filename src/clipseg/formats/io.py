@@ -71,7 +71,8 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 #: Options that do not change a result (where it runs, how it is batched or tiled); they are
 #: left out of :func:`run_hash` so a resumed run on another machine still skips finished work.
-NON_RESULT_OPTIONS = ("device", "cache_dir", "text_cache", "batch_size", "pamr_tile")
+NON_RESULT_OPTIONS = ("device", "cache_dir", "text_cache", "batch_size", "pamr_tile",
+                      "max_memory")
 
 # Twenty hand-picked, mutually distinct colors for the first classes; later classes get
 # golden-angle hues (see :func:`class_colors`).

@@ -39,7 +39,7 @@ from .hub import cache_status, check_requirements, fetch_hub_file, hub_model_fil
 from .hub import cached_hf_file as _cached_hf_file
 from .registry import ModelEntry, entry_for, get_entry, optional_module, synthesise_entry
 
-__all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely",
+__all__ = ["LoadedModel", "load_model", "wrap_model", "load_checkpoint_safely", "check_finite",
            "resolve_device", "resolve_precision", "weights_available"]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -256,6 +256,42 @@ def _tokenizer(arch: str, cache_dir: str | None) -> Tokenizer:
         raise ModelLoadError(f"model {arch!r}: the tokenizer could not be loaded: {exc}") from exc
 
 
+def check_finite(tensors: Any, source: str) -> None:
+    """Refuse weights holding NaN or infinity: such a model labels every pixel the same.
+
+    Parameters
+    ----------
+    tensors : mapping of name to tensor, or an ``nn.Module`` (its state dict is read)
+        The weights; non-floating tensors are skipped.
+    source : str
+        The checkpoint file or model name, for the message.
+
+    Raises
+    ------
+    ModelLoadError
+        Naming the source, the first bad tensor, and how many of its values are not finite.
+    """
+    if isinstance(tensors, nn.Module):
+        tensors = tensors.state_dict()
+    bad = []
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() \
+                and not bool(torch.isfinite(tensor).all()):
+            bad.append((name, tensor))
+    if not bad:
+        return
+    name, tensor = bad[0]
+    count = int((~torch.isfinite(tensor)).sum())
+    nans = int(torch.isnan(tensor).sum())
+    more = f"; {len(bad) - 1} other tensors too" if len(bad) > 1 else ""
+    raise ModelLoadError(
+        f"checkpoint {source!r}: expected finite weights, got non-finite values in "
+        f"{len(bad)} tensor{'s' if len(bad) > 1 else ''}: the first is {name!r} "
+        f"{tuple(tensor.shape)} with {count} of {tensor.numel()} values NaN or infinite "
+        f"({nans} NaN){more}. The file is damaged or was saved from a diverged training; "
+        "use another copy of the weights.")
+
+
 def load_model(config: ModelConfig) -> LoadedModel:
     """Build the model ``config`` names, with its weights, on the configured device.
 
@@ -289,6 +325,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     checkpoint = _entry_checkpoint(entry, config)
     if checkpoint is not None:
         state = load_checkpoint_safely(checkpoint)
+        check_finite(state, str(checkpoint))
         if entry.is_hf_hub:  # the architecture comes from the repo's config
             hub_model_files(entry, config.cache_dir, weights=False)
         model = _create(entry, torch.device("cpu"), None, cache_dir=config.cache_dir)
@@ -299,10 +336,12 @@ def load_model(config: ModelConfig) -> LoadedModel:
         hub_model_files(entry, config.cache_dir)
         model = _create(entry, device, entry.arch, cache_dir=config.cache_dir)
         name = entry.key
+        check_finite(model, entry.key)
     elif entry.pretrained is not None:
         path = _weights_path(entry, config.cache_dir)
         model = _create(entry, device, path)
         name = entry.key
+        check_finite(model, path)
     elif entry.download:
         raise ModelLoadError(
             f"model {entry.key!r}: expected a checkpoint file with its {entry.arch} weights, got "
