@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "current_umask", "file_mode",
-           "is_leftover", "leftovers", "make_dirs", "remove_leftovers", "TEMP_SUFFIX"]
+           "is_leftover", "leftovers", "make_dirs", "remove_leftovers", "temp_target",
+           "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".part"
 # tempfile.mkstemp's random part: 8 characters of this alphabet (tempfile._RandomNameSequence)
@@ -61,6 +62,14 @@ def is_leftover(candidate: str | os.PathLike, target: str | os.PathLike) -> bool
     cand, tgt = Path(candidate), Path(target)
     return (cand.parent == tgt.parent
             and _temp_name_pattern(tgt.name).fullmatch(cand.name) is not None)
+
+
+def temp_target(candidate: str | os.PathLike) -> Path | None:
+    """The file a temp name of :func:`atomic_path` stands for (``.a.png.XXXXXXXX.part`` ->
+    ``a.png``), or None for any other name."""
+    cand = Path(candidate)
+    match = re.fullmatch(rf"\.(.+)\.{_RANDOM}{re.escape(TEMP_SUFFIX)}", cand.name)
+    return cand.with_name(match.group(1)) if match else None
 
 
 def leftovers(target: str | os.PathLike) -> list[Path]:

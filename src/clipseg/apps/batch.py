@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..config import SegmentConfig
     from ..text import ClassSpec
 
+FAILURE_LOG = "clipseg-failures.log"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
@@ -250,7 +251,6 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
     if options.resume and is_complete(job, run_hash, scores=options.scores):
         return Outcome(job.name, "skipped")
     try:
-        remove_job_leftovers(job)
         tiled = _segment_and_write(job, config, classes, options)
     except Exception as exc:  # one bad image must not stop the run: reported in the summary
         reason = (f"{type(exc).__name__}: {describe_os_error(exc)}" if isinstance(exc, OSError)
@@ -316,6 +316,7 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
     import tifffile
 
     io.prepare_overwrite(job.base)
+    remove_job_leftovers(job)  # a killed run's .NAME.XXXX.part files (serial, Dask, tiled)
     extra = {}
     if probs is not None:
         sp = scores_path(job.base)
@@ -344,6 +345,7 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     height, width = shape
     k = len(classes)
     io.prepare_overwrite(job.base)
+    remove_job_leftovers(job)  # a killed run's .NAME.XXXX.part files (serial, Dask, tiled)
     label_path = job.base.with_name(job.base.name + ".tif")
     sp = scores_path(job.base)
     with io.atomic_path(label_path) as tmp_labels, \
@@ -388,11 +390,13 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
             remove_leftovers(options.coco)
             summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
         except OSError as exc:  # disk full, read-only...: reported, the labels are kept
-            summary.errors.append(describe_os_error(exc, "writing the COCO JSON"))
+            summary.errors.append(describe_os_error(exc, "writing the COCO JSON",
+                                                    options.coco))
     try:
         _write_failure_log(summary, options.output)
     except OSError as exc:
-        summary.errors.append(describe_os_error(exc, "writing the failure log"))
+        summary.errors.append(describe_os_error(exc, "writing the failure log",
+                                                Path(options.output) / FAILURE_LOG))
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -433,7 +437,7 @@ def write_run_coco(jobs: Sequence[Job], outcomes: Sequence[Outcome], classes: Se
 
 
 def _write_failure_log(summary: Summary, output: Path) -> None:
-    log = Path(output) / "clipseg-failures.log"
+    log = Path(output) / FAILURE_LOG
     if summary.failures or summary.errors:
         text = "\n".join([f"== {o.name}\n{o.reason}\n{o.detail}" for o in summary.failures]
                          + [f"== run\n{e}\n" for e in summary.errors])

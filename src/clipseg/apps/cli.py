@@ -157,7 +157,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # option errors answer before anything heavy is imported
     from ..models.arch_configs import register_model_configs
     from .batch import RunOptions, discover, run_jobs
-    from .outputs import check_jobs, check_output_folder, check_writable, input_root
+    from .outputs import InputTree, check_jobs, check_output_folder, check_writable
 
     register_model_configs(args.model_config)
     classes = _read_classes(args)
@@ -176,14 +176,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise InvalidConfigError(f"{flag}: expected an integer >= {low}, got {value}")
     # the output-path policy (clipseg.apps.outputs), before any image or model is touched
     given = [args.folder] if args.walk else list(args.images)
-    root = input_root(given, walk=args.walk)
+    tree = InputTree.of(given, walk=args.walk)
     allow = args.allow_output_in_input
-    if not args.walk or root.is_dir():  # else discover says the folder is missing
-        out = check_output_folder(args.output, root, allow_in_input=allow)
+    if not args.walk or tree.folders[0].is_dir():  # else discover says the folder is missing
+        out = check_output_folder(args.output, tree, allow_in_input=allow)
     jobs = discover(given, args.output, recursive=args.recursive if args.walk else False,
                     walk=args.walk)
     coco = None if args.no_coco else (args.coco or args.output / "coco.json")
-    check_jobs(jobs, root=root, output=out, coco=coco, allow_in_input=allow)
+    check_jobs(jobs, tree=tree, output=out, coco=coco, allow_in_input=allow)
     check_writable(out)  # a read-only or forbidden folder stops the run here (exit 1)
     options = RunOptions(output=Path(args.output), scores=args.scores, resume=args.resume,
                          tile_size=args.tile_size, max_pixels=args.max_pixels,

@@ -4,10 +4,11 @@ Checked before any work (before the model loads), a refusal being an
 :class:`OutputPathError` (exit 2) that says what was given, why it is refused and what to do:
 
 1. ``-o`` is a folder: an existing regular file (or a path under one) is refused.
-2. The output folder is not inside the input tree, nor is it the input folder, nor does it
-   contain it, unless ``--allow-output-in-input`` is given. The input tree is the folder
-   ``batch`` walks, or the common folder of the files given to ``segment`` (the folder whose
-   layout the outputs mirror).
+2. The output folder does not overlap the input tree, unless ``--allow-output-in-input`` is
+   given. For ``batch DIR`` the tree is ``DIR`` and every folder below it: the output folder
+   may not be ``DIR``, inside it, or contain it. ``segment`` reads only the files given, so
+   its tree is the folders holding them: the output folder may not be one of those, or
+   contain an input (a new subfolder next to the images, ``-o imgs/labels``, is fine).
 3. Even with ``--allow-output-in-input``, no job may write (or, rewriting a result, delete) a
    file that is an input of the run, or an existing file that is not a clipseg output. A
    clipseg output is a label image whose sidecar names it, a sidecar, an edit mask or a scores
@@ -23,9 +24,11 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..atomic import temp_target
 from ..errors import InvalidInputError
 from ..formats import io
 
@@ -36,7 +39,7 @@ ALLOW_FLAG = "--allow-output-in-input"
 SCORES_SUFFIX = ".scores.tif"
 
 __all__ = ["ALLOW_FLAG", "OutputPathError", "check_output_folder", "check_jobs",
-           "check_writable", "describe_os_error", "input_root", "is_tool_output", "job_paths",
+           "check_writable", "describe_os_error", "InputTree", "is_tool_output", "job_paths",
            "resolve_path"]
 
 
@@ -52,24 +55,39 @@ def resolve_path(path: str | os.PathLike) -> Path:
         return Path(os.path.abspath(path))
 
 
-def input_root(paths: Sequence[str | os.PathLike], *, walk: bool) -> Path:
-    """The input tree: the folder walked, or the common folder of the files given."""
-    if walk:
-        return resolve_path(paths[0])
-    return Path(os.path.commonpath([str(resolve_path(p).parent) for p in paths]))
-
-
 def _inside(path: Path, folder: Path) -> bool:
     """``path`` is ``folder`` or below it (both resolved)."""
     return path == folder or folder in path.parents
 
 
-def overlaps(output: Path, root: Path) -> bool:
-    """The output folder is the input tree, inside it, or contains it."""
-    return _inside(output, root) or _inside(root, output)
+@dataclass(frozen=True)
+class InputTree:
+    """Where a run's inputs are: ``folders``, with everything below them when ``walked``."""
+
+    folders: tuple[Path, ...]
+    walked: bool
+
+    @classmethod
+    def of(cls, paths: Sequence[str | os.PathLike], *, walk: bool) -> InputTree:
+        """The folder ``batch`` walks, or the folders holding the files given to ``segment``."""
+        if walk:
+            return cls((resolve_path(paths[0]),), True)
+        return cls(tuple(sorted({resolve_path(p).parent for p in paths})), False)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self.folders))
+
+    def holds(self, path: Path) -> bool:
+        """``path`` (a folder, or a file's folder for files) is in the tree."""
+        return any(path == f or (self.walked and f in path.parents) for f in self.folders)
+
+    def overlaps(self, output: Path) -> bool:
+        """The output folder is in the tree or contains a part of it."""
+        return self.holds(output) or any(_inside(f, output) for f in self.folders)
 
 
-def check_output_folder(output: str | os.PathLike, root: Path, *, allow_in_input: bool) -> Path:
+def check_output_folder(output: str | os.PathLike, tree: InputTree, *,
+                        allow_in_input: bool) -> Path:
     """Rules 1 and 2 of the module; returns the resolved output folder."""
     given = Path(output)
     out = resolve_path(given)
@@ -78,6 +96,10 @@ def check_output_folder(output: str | os.PathLike, root: Path, *, allow_in_input
             f"-o {given}: expected an output folder, got an existing file; the label images, "
             f"sidecars and coco.json of a run go into a folder. Pass a folder path (it is "
             f"created if missing), e.g. -o {given.with_suffix('')}_labels")
+    if os.path.lexists(given) and not given.exists():
+        raise OutputPathError(f"-o {given}: expected an output folder, got a symbolic link "
+                              f"that loops or points to nothing ({os.readlink(given)!r}); fix "
+                              "or remove the link, or choose another -o folder")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -85,15 +107,15 @@ def check_output_folder(output: str | os.PathLike, root: Path, *, allow_in_input
                                       "an existing file, so no folder can be made there; "
                                       "choose another -o path")
             break
-    if not allow_in_input and overlaps(out, root):
-        if out == root:
-            where = "the input folder itself"
-        elif _inside(out, root):
-            where = f"a folder inside the input tree {root}"
+    if not allow_in_input and tree.overlaps(out):
+        if out in tree.folders:
+            where = "an input folder itself"
+        elif tree.holds(out):
+            where = "a folder inside the input tree"
         else:
-            where = f"a folder that contains the input tree {root}"
+            where = "a folder that contains input images"
         raise OutputPathError(
-            f"-o {given}: expected an output folder outside the input tree {root}, got "
+            f"-o {given}: expected an output folder outside the input tree {tree}, got "
             f"{where}; outputs there could replace input images or be taken as inputs by the "
             f"next run. Choose a separate -o folder, or pass {ALLOW_FLAG} to write there "
             "anyway (an input, or any file that is not a clipseg output, is still never "
@@ -125,13 +147,13 @@ def is_tool_output(path: Path) -> bool:
     return meta.get("file") == name
 
 
-def check_jobs(jobs: Sequence[Job], *, root: Path, output: Path, coco: Path | None,
+def check_jobs(jobs: Sequence[Job], *, tree: InputTree, output: Path, coco: Path | None,
                allow_in_input: bool) -> None:
     """Rule 3 of the module: no job writes over an input, a stranger's file or another job
     (and the COCO file follows rule 2)."""
     sources = {j.source for j in jobs}
     owner: dict[Path, Job] = {}
-    strict = overlaps(output, root)  # the output folder is shared with the inputs
+    strict = tree.overlaps(output)  # the output folder is shared with the inputs
     for job in jobs:
         for path in job_paths(job.base):
             if path in sources:
@@ -157,9 +179,9 @@ def check_jobs(jobs: Sequence[Job], *, root: Path, output: Path, coco: Path | No
         if target in sources or target in owner:
             raise OutputPathError(f"--coco {coco}: expected a new file for the COCO JSON, got "
                                   "an input or a result of this run; pass another path")
-        if not allow_in_input and _inside(target, root):
+        if not allow_in_input and tree.holds(target.parent):
             raise OutputPathError(
-                f"--coco {coco}: expected the COCO JSON outside the input tree {root}; "
+                f"--coco {coco}: expected the COCO JSON outside the input tree {tree}; "
                 f"choose another path (the default is OUT/coco.json), or pass {ALLOW_FLAG}")
 
 
@@ -192,11 +214,23 @@ _ADVICE = {
 }
 
 
-def describe_os_error(exc: OSError, doing: str = "") -> str:
-    """``[doing ]FILE: cause (ENAME); advice`` for an ``OSError``."""
+def describe_os_error(exc: OSError, doing: str = "", path: str | os.PathLike | None = None
+                      ) -> str:
+    """``[doing ]FILE: cause (ENAME); advice`` for an ``OSError``.
+
+    ``FILE`` is the error's file name (a temp file of :mod:`clipseg.atomic` is shown as the
+    file it was to become), else ``path``.
+    """
     name = errno.errorcode.get(exc.errno or 0, "")
     cause = exc.strerror or str(exc)
-    files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    named = []
+    for f in (exc.filename, exc.filename2):
+        if f is not None:
+            target = temp_target(os.fsdecode(f))
+            named.append(str(target if target is not None else f))
+    if not named and path is not None:
+        named.append(str(path))
+    files = " -> ".join(named)
     text = f"{doing + ' ' if doing else ''}{files + ': ' if files else ''}{cause}"
     text += f" ({name})" if name else ""
     advice = _ADVICE.get(exc.errno or 0)
