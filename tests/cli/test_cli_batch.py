@@ -33,7 +33,7 @@ def _run(src, out, model_args, *extra):
 def test_batch_is_recursive_reports_corrupt_files_and_exits_1(tmp_path, model_args, capsys):
     src = _tree(tmp_path / "in")
     out = tmp_path / "in" / "labels"   # inside the input folder: must not be re-ingested
-    assert _run(src, out, model_args) == EXIT_FAILED
+    assert _run(src, out, model_args, "--allow-output-in-input") == EXIT_FAILED
     err = capsys.readouterr().err
     assert "7 images: 5 segmented, 0 skipped" in err and "2 failed" in err
     assert "FAILED sub/broken.png" in err and "FAILED sub/broken.tif" in err
@@ -44,7 +44,7 @@ def test_batch_is_recursive_reports_corrupt_files_and_exits_1(tmp_path, model_ar
     labels, meta = io.read_labels(out / "sub" / "b")
     assert labels.shape == (36, 30) and meta["image"]["name"] == "sub/b.jpg"
     # a second run over the same folder sees the same 7 images, skips the 5 done
-    assert _run(src, out, model_args) == EXIT_FAILED
+    assert _run(src, out, model_args, "--allow-output-in-input") == EXIT_FAILED
     assert "5 skipped" in capsys.readouterr().err
 
 

@@ -32,16 +32,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..atomic import remove_leftovers
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 from ..formats import io
 from ..resolve import resolve_config
+from .outputs import SCORES_SUFFIX, describe_os_error, is_tool_output, resolve_path
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig
     from ..text import ClassSpec
 
+FAILURE_LOG = "clipseg-failures.log"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-SCORES_SUFFIX = ".scores.tif"
 VECTOR_SUFFIX = ".geojson"
 
 
@@ -93,6 +95,7 @@ class Summary:
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     coco: Path | None = None
+    errors: list[str] = field(default_factory=list)  # run-level I/O errors (COCO, log)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -107,8 +110,11 @@ class Summary:
                  f"{self.count('skipped')} skipped (already complete), "
                  f"{len(self.failures)} failed; {self.seconds:.1f} s"]
         lines += [f"  FAILED {o.name}: {o.reason}" for o in self.failures]
+        lines += [f"  ERROR {e}" for e in self.errors]
         if self.coco is not None:
             lines.append(f"  COCO JSON: {self.coco}")
+        if self.errors:
+            lines.append("  the label images and sidecars written before are complete")
         return "\n".join(lines)
 
 
@@ -120,19 +126,31 @@ def discover(paths: Sequence[Path], output: Path, *, recursive: bool, walk: bool
 
     Outputs mirror the sources' folders relative to the folder walked (or the common folder
     of the files given). Two sources whose names differ only by extension get
-    ``NAME_ext`` outputs. Files inside ``output`` are never taken as inputs.
+    ``NAME_ext`` outputs. Files inside ``output`` are never taken as inputs; when the output
+    folder is the input folder or contains it (``--allow-output-in-input``, see
+    :mod:`clipseg.apps.outputs`), clipseg outputs are not taken as inputs instead.
+    A path given that cannot be resolved (a symbolic link loop) is kept as it is and fails
+    as its own job.
     """
-    output = Path(output).resolve()
+    output = resolve_path(output)
     if walk:
         root = Path(paths[0])
         if not root.is_dir():
             raise InvalidInputError(f"batch: expected a folder of images, got {str(root)!r}")
         root = root.resolve()
+        shared = output == root or output in root.parents  # --allow-output-in-input
+
+        def taken(p: Path) -> bool:
+            if not (p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+                return False
+            if shared:
+                return not is_tool_output(p)
+            return output not in resolve_path(p).parents
+
         pattern = root.rglob("*") if recursive else root.glob("*")
-        files = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and output not in p.resolve().parents)
+        files = sorted(p for p in pattern if taken(p))
     else:
-        files = [Path(p).resolve() for p in paths]
+        files = [resolve_path(p) for p in paths]
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
     stems: dict[tuple[Path, str], int] = {}
     rels = [f.relative_to(root) for f in files]
@@ -285,10 +303,20 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
     try:
         tiled = _segment_and_write(job, config, classes, options)
     except Exception as exc:  # one bad image must not stop the run: reported in the summary
-        return Outcome(job.name, "failed", f"{type(exc).__name__}: {exc}",
+        reason = (f"{type(exc).__name__}: {describe_os_error(exc)}" if isinstance(exc, OSError)
+                  else f"{type(exc).__name__}: {exc}")
+        return Outcome(job.name, "failed", reason,
                        time.perf_counter() - start, detail=traceback.format_exc(),
                        retryable=not isinstance(exc, ClipSegError))
     return Outcome(job.name, "done", seconds=time.perf_counter() - start, tiled=tiled)
+
+
+def remove_job_leftovers(job: Job) -> list[Path]:
+    """Delete the temp files a killed run left for ``job``'s outputs (``.NAME.tif.XXXX.part``,
+    the whole label image of a tiled run); only this tool's temp names for this job's files."""
+    from .outputs import job_paths
+
+    return [p for path in job_paths(job.base) for p in remove_leftovers(path)]
 
 
 def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec],
@@ -467,6 +495,7 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
     import tifffile
 
     io.prepare_overwrite(job.base)
+    remove_job_leftovers(job)  # a killed run's .NAME.XXXX.part files (serial, Dask, tiled)
     extra = dict(extra or {})
     if probs is not None:
         sp = scores_path(job.base)
@@ -504,6 +533,7 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     height, width = shape
     k = len(classes)
     io.prepare_overwrite(job.base)
+    remove_job_leftovers(job)  # a killed run's .NAME.XXXX.part files (serial, Dask, tiled)
     label_path = job.base.with_name(job.base.name + ".tif")
     sp = scores_path(job.base)
     with io.atomic_path(label_path) as tmp_labels, \
@@ -568,8 +598,17 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
         outcomes = _run_serial(jobs, config, classes, options, run_hash)
     summary = Summary(outcomes=outcomes)
     if options.coco is not None:
-        summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
-    _write_failure_log(summary, options.output)
+        try:
+            remove_leftovers(options.coco)
+            summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
+        except OSError as exc:  # disk full, read-only...: reported, the labels are kept
+            summary.errors.append(describe_os_error(exc, "writing the COCO JSON",
+                                                    options.coco))
+    try:
+        _write_failure_log(summary, options.output)
+    except OSError as exc:
+        summary.errors.append(describe_os_error(exc, "writing the failure log",
+                                                Path(options.output) / FAILURE_LOG))
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -607,9 +646,11 @@ def write_run_coco(jobs: Sequence[Job], outcomes: Sequence[Outcome], classes: Se
 
 
 def _write_failure_log(summary: Summary, output: Path) -> None:
-    log = Path(output) / "clipseg-failures.log"
-    if summary.failures:
-        text = "\n".join(f"== {o.name}\n{o.reason}\n{o.detail}" for o in summary.failures)
+    log = Path(output) / FAILURE_LOG
+    if summary.failures or summary.errors:
+        text = "\n".join([f"== {o.name}\n{o.reason}\n{o.detail}" for o in summary.failures]
+                         + [f"== run\n{e}\n" for e in summary.errors])
+        remove_leftovers(log)
         io.atomic_write_text(log, text)
     else:
         log.unlink(missing_ok=True)

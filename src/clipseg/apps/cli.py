@@ -16,8 +16,9 @@ Parsing imports nothing heavy: ``clipseg --help``, ``clipseg CMD --help`` and ar
 answer before torch or open_clip are loaded; each command imports what it needs when it runs.
 
 Exit codes: 0 = every image done (or skipped as already complete); 1 = at least one image
-failed (the others are written; see the summary); 2 = nothing was run: bad command line,
-options or classes, or the model could not be loaded.
+failed (the others are written; see the summary), or an I/O error (disk full, read-only or
+forbidden folder) stopped the run or its COCO JSON; 2 = nothing was run: bad command line,
+options, classes or output path, or the model could not be loaded.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
     out.add_argument("--coco", type=Path, default=None, metavar="FILE",
                      help="COCO-style JSON of the run (default: OUT/coco.json)")
     out.add_argument("--no-coco", action="store_true", help="do not write the COCO JSON")
+    out.add_argument("--allow-output-in-input", action="store_true",
+                     help="allow an output folder that is, is inside or contains the input "
+                          "folder (an input, or a file that is not a clipseg output, is still "
+                          "never replaced)")
     out.add_argument("--resume", action=argparse.BooleanOptionalAction, default=resume_default,
                      help="skip images whose outputs are complete and made with the same "
                           f"options and classes (default: {'on' if resume_default else 'off'})")
@@ -159,6 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # option errors answer before anything heavy is imported
     from ..models.arch_configs import register_model_configs
     from .batch import RunOptions, discover, run_jobs
+    from .outputs import InputTree, check_jobs, check_output_folder, check_writable
 
     register_model_configs(args.model_config)
     classes = _read_classes(args)
@@ -183,15 +189,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.channels is not None and all(c is None for c in args.channels):
         raise InvalidConfigError("--channels: expected at least one channel index, got none "
                                  "none none")
-    if args.walk:
-        jobs = discover([args.folder], args.output, recursive=args.recursive, walk=True)
-    else:
-        jobs = discover(args.images, args.output, recursive=False, walk=False)
+    # the output-path policy (clipseg.apps.outputs), before any image or model is touched
+    given = [args.folder] if args.walk else list(args.images)
+    tree = InputTree.of(given, walk=args.walk)
+    allow = args.allow_output_in_input
+    if not args.walk or tree.folders[0].is_dir():  # else discover says the folder is missing
+        out = check_output_folder(args.output, tree, allow_in_input=allow)
+    jobs = discover(given, args.output, recursive=args.recursive if args.walk else False,
+                    walk=args.walk)
+    coco = None if args.no_coco else (args.coco or args.output / "coco.json")
+    check_jobs(jobs, tree=tree, output=out, coco=coco, allow_in_input=allow)
+    check_writable(out)  # a read-only or forbidden folder stops the run here (exit 1)
     vector_file = _vector_file(args, jobs)
     options = RunOptions(output=Path(args.output), scores=args.scores, resume=args.resume,
                          tile_size=args.tile_size, max_pixels=args.max_pixels,
                          model_configs=tuple(str(p.resolve()) for p in args.model_config),
-                         coco=None if args.no_coco else (args.coco or args.output / "coco.json"),
+                         coco=coco,
                          progress=not args.quiet, retries=args.retries,
                          channels=tuple(args.channels) if args.channels else None,
                          contrast_limits=tuple(args.contrast_limits) if args.contrast_limits
@@ -199,7 +212,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_jobs(jobs, config, classes, options, dask_scheduler=args.dask_scheduler,
                        dask_local=args.dask_local)
     print(summary.report(), file=sys.stderr)
-    return EXIT_FAILED if summary.failures else EXIT_OK
+    return EXIT_FAILED if summary.failures or summary.errors else EXIT_OK
 
 
 def _vector_file(args: argparse.Namespace, jobs: Sequence[Any]) -> Path | None:
@@ -257,6 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipSegError as exc:
         print(f"clipseg {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # disk full, read-only, no permission...: one line, never a traceback
+        from .outputs import describe_os_error
+
+        print(f"clipseg {args.command}: error: {describe_os_error(exc)}; files written before "
+              "this are complete", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"clipseg {args.command}: interrupted; finished outputs are complete, rerun with "
               "--resume to continue", file=sys.stderr)

@@ -13,6 +13,7 @@ grows with the tile, not with the image area times the number of classes.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,10 @@ def open_image(path: str | Path, *, channels: Sequence[int | None] | None = None
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():  # a loop, or a link to nothing
+            raise InvalidInputError(f"{path}: expected an image file, got a symbolic link that "
+                                    f"loops or points to nothing ({os.readlink(path)!r}); fix "
+                                    "or remove the link")
         raise InvalidInputError(f"{path}: expected an image file, found none")
     if path.suffix.lower() in (".tif", ".tiff"):
         try:
