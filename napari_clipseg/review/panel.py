@@ -202,6 +202,10 @@ class ReviewWidget(QWidget):
         self.shortcuts.setWordWrap(True)
         keys_box = QGroupBox("Shortcuts (in the viewer)")
         QVBoxLayout(keys_box).addWidget(self.shortcuts)
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setToolTip("Why corrections cannot be saved")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -224,6 +228,7 @@ class ReviewWidget(QWidget):
         bar = QWidget()
         bar_layout = QVBoxLayout(bar)
         bar_layout.setContentsMargins(6, 4, 6, 6)
+        bar_layout.addWidget(self.banner)
         bar_layout.addWidget(self.status)
         bar_layout.addWidget(self.warning)
         outer.addWidget(bar)
@@ -268,12 +273,15 @@ class ReviewWidget(QWidget):
         start = series.resume_index()
         self._scan_timer.start()
         if not series.writable:
-            self._set_status(f"The drafts folder {series.drafts} is read-only: corrections "
-                             "cannot be saved, so editing is switched off. Choose a drafts "
-                             "folder you can write to (or fix its permissions) before "
-                             "correcting anything.", error=True)
+            text = (f"The drafts folder {series.drafts} is read-only: corrections cannot be "
+                    "saved, so editing is switched off. Choose a drafts folder you can write "
+                    "to (or fix its permissions) before correcting anything.")
+            self.banner.setText(f"<span style='color:{ERROR}'>{html.escape(text)}</span>")
+            self._set_status(text, error=True)
         else:
+            self.banner.setText("")
             self._set_status(f"Opened {len(series)} images.")
+        self.banner.setVisible(not series.writable)
         if start is None:
             self._set_status(f"Every image of {series.images} is reviewed or skipped; "
                              "showing the first.")
