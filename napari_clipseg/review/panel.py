@@ -364,23 +364,21 @@ class ReviewWidget(QWidget):
             self._sync_classes_text()
 
     def _segment_config(self) -> Any:
-        """The options for a segmentation here: the drafts' own (from a sidecar), else the
-        bundled demo model's defaults."""
+        """The options for a segmentation here: set with :meth:`set_config`, else those of
+        the drafts (a sidecar's), else None (the worker then takes the bundled demo model's
+        defaults: importing the model code is left to the worker thread)."""
+        return self.config
+
+    def _learn_config(self, meta: dict[str, Any]) -> None:
+        """Take the drafts' options (the first sidecar with a valid ``config``)."""
+        if self.config is not None or not isinstance(meta.get("config"), dict):
+            return
         from clipseg.config import SegmentConfig
 
-        if self.config is not None:
-            return self.config
-        for prepared in self._cache.values():
-            loaded = prepared.loaded
-            if loaded is not None and isinstance(loaded.meta.get("config"), dict):
-                try:
-                    self.config = SegmentConfig.from_flat(loaded.meta["config"])
-                    return self.config
-                except ClipSegError:
-                    continue
-        from clipseg.models.bundled import BUNDLED_ARCH
-
-        return SegmentConfig.from_flat({"model": BUNDLED_ARCH})
+        try:
+            self.config = SegmentConfig.from_flat(meta["config"])
+        except ClipSegError:
+            pass
 
     def set_config(self, config: Any) -> None:
         """Use ``config`` (a :class:`clipseg.config.SegmentConfig`) to segment images."""
@@ -443,6 +441,8 @@ class ReviewWidget(QWidget):
                     self._apply_segmentation(out)
         else:
             self._cache[index] = out
+            if isinstance(out, _Prepared) and out.loaded is not None:
+                self._learn_config(out.loaded.meta)
             if self._want == index:
                 self._display(index, out)
         self._pump()
@@ -836,9 +836,20 @@ def _prepare(series: ReviewSeries, index: int, session: Any, classes: str,
     return _Prepared(loaded=loaded, segmented=segmented)
 
 
+def _default_config() -> Any:
+    """The bundled demo model's defaults (it works offline)."""
+    from clipseg.config import SegmentConfig
+    from clipseg.models.bundled import BUNDLED_ARCH
+
+    return SegmentConfig.from_flat({"model": BUNDLED_ARCH})
+
+
 def _segment(image: np.ndarray, session: Any, classes: str, config: Any, name: str) -> Any:
     from ..image_source import ImageSource
     from ..job import JobFailure, JobRequest, drive, guarded_run
+
+    if config is None:
+        config = _default_config()
 
     source = ImageSource(name=name, data=image, rgb=True, channel_axis=None, channels=None,
                          contrast_limits=None, plane_axes=(), current=(), scale=(1.0, 1.0),

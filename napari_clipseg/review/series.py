@@ -49,13 +49,30 @@ class ShapeMismatch(InvalidInputError):
     """A draft whose label shape differs from its image (the panel skips it with a message)."""
 
 
-@dataclass(frozen=True)
 class Item:
-    """One image of the series: its file, its display name, and its draft's ``NAME``."""
+    """One image of the series: its display name, its file and its draft's ``NAME``.
 
-    name: str
-    image: Path
-    base: Path
+    Paths are built when asked for (10,000 ``Path`` objects would cost more than listing the
+    folder).
+    """
+
+    __slots__ = ("name", "stem", "_folder", "_drafts")
+
+    def __init__(self, name: str, stem: str, folder: Path, drafts: Path) -> None:
+        self.name, self.stem, self._folder, self._drafts = name, stem, folder, drafts
+
+    @property
+    def image(self) -> Path:
+        """The image file."""
+        return self._folder / self.name
+
+    @property
+    def base(self) -> Path:
+        """The draft's ``NAME`` (``DRAFTS/NAME.png``, ``DRAFTS/NAME.clipseg.json``...)."""
+        return self._drafts / self.stem
+
+    def __repr__(self) -> str:
+        return f"Item({self.name!r} -> {self.stem!r})"
 
 
 @dataclass
@@ -124,8 +141,7 @@ def list_images(folder: Path, drafts: Path) -> list[Item]:
         stem, ext = name[:dot], name[dot + 1:].lower()
         split.append((name, stem, ext))
         stems[stem] = stems.get(stem, 0) + 1
-    return [Item(name=name, image=folder / name,
-                 base=drafts / (stem if stems[stem] == 1 else f"{stem}_{ext}"))
+    return [Item(name, stem if stems[stem] == 1 else f"{stem}_{ext}", folder, drafts)
             for name, stem, ext in split]
 
 
@@ -271,7 +287,7 @@ class ReviewSeries:
             self._by_name = {}
             for i, item in enumerate(self.items):
                 self._by_name.setdefault(item.name, i)
-                self._by_name.setdefault(item.base.name, i)
+                self._by_name.setdefault(item.stem, i)
         if text in self._by_name:
             return self._by_name[text]
         hits = sorted({i for n, i in self._by_name.items() if n.startswith(text)})
