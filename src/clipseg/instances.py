@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InvalidInputError, describe
 
-__all__ = ["split_instances", "instance_map"]
+__all__ = ["split_instances", "instance_map", "owner_of", "labels_digest"]
 
 
 def _skimage() -> Any:
@@ -179,3 +179,58 @@ def instance_map(labels: Any, thing_labels: Iterable[int], **kw: Any
         instances[hit] = objects[hit] + (len(owner) - 1)
         owner.extend([lab] * count)
     return instances, np.asarray(owner, dtype=np.int32)
+
+
+def owner_of(instances: Any, labels: Any) -> np.ndarray:
+    """The semantic label of every object: the label most of its pixels carry.
+
+    Parameters
+    ----------
+    instances : (H, W) integer array-like
+        Object ids (0 = none), as :func:`instance_map` or an instance file gives them.
+    labels : (H, W) integer array-like
+        The semantic labels of the same image.
+
+    Returns
+    -------
+    (instances.max() + 1,) int32 ndarray
+        ``owner[i]`` for every id up to the largest (``0`` for id 0 and for ids that do not
+        occur). For instances made by :func:`instance_map` from these labels this is exactly
+        its ``owner``.
+    """
+    inst = _check_mask(instances, "instances")
+    lab = np.asarray(labels)
+    if lab.shape != inst.shape or not np.issubdtype(lab.dtype, np.integer):
+        raise InvalidInputError(f"labels: expected an integer label map of the instances' shape "
+                                f"{inst.shape}, got {describe(labels)}")
+    n = int(inst.max()) if inst.size else 0
+    owner = np.zeros(n + 1, dtype=np.int32)
+    hit = inst > 0
+    if not hit.any():
+        return owner
+    ids = inst[hit].astype(np.int64)
+    cls = lab[hit].astype(np.int64)
+    pairs, counts = np.unique(ids * (int(cls.max()) + 1) + cls, return_counts=True)
+    pid, pcls = np.divmod(pairs, int(cls.max()) + 1)
+    # the most frequent label per id: sort by (id, count) and keep each id's last
+    order = np.lexsort((counts, pid))
+    last = np.r_[pid[order][1:] != pid[order][:-1], True]
+    owner[pid[order][last]] = pcls[order][last]
+    return owner
+
+
+def labels_digest(labels: Any) -> str:
+    """SHA-256 of a label map's values and shape (independent of its integer dtype).
+
+    An instance file records the digest of the semantic labels it was split from, so a reader
+    can tell when the labels were corrected afterwards and the instances are stale.
+    """
+    import hashlib
+
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"labels: expected an (H, W) integer label map, got "
+                                f"{describe(labels)}")
+    digest = hashlib.sha256(f"{arr.shape[0]}x{arr.shape[1]}:".encode())
+    digest.update(np.ascontiguousarray(arr, dtype=np.uint32).tobytes())
+    return digest.hexdigest()
