@@ -10,6 +10,11 @@ Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input fol
     OUT/sub/a.png | a.tif      labels (PNG with palette; TIFF when tiled or > 255 classes)
     OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.formats.io)
     OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities
+    OUT/sub/a.instances.tif    with --instances: uint32 object ids (sidecar key "instances")
+
+Every sidecar a run writes records the review state "draft" (:mod:`clipseg.formats.review`).
+An output a person has reviewed, skipped or edited (its sidecar says so) is never replaced:
+the run reports it as skipped, whatever the options.
 """
 from __future__ import annotations
 
@@ -28,6 +33,13 @@ import numpy as np
 from ..errors import ClipSegError, InvalidInputError
 from ..formats import io
 from ..resolve import resolve_config
+from .batch_instances import (
+    InstanceOptions,
+    coco_instances_path,
+    touched_by_a_person,
+    write_instances,
+    write_run_coco_instances,
+)
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig
@@ -61,6 +73,7 @@ class RunOptions:
     retries: int = 2
     channels: tuple[int | None, ...] | None = None
     contrast_limits: tuple[float, float] | None = None
+    instances: InstanceOptions | None = None
 
 
 @dataclass
@@ -96,6 +109,9 @@ class Summary:
         lines = [f"clipseg: {len(self.outcomes)} images: {self.count('done')} segmented, "
                  f"{self.count('skipped')} skipped (already complete), "
                  f"{len(self.failures)} failed; {self.seconds:.1f} s"]
+        kept = sum(o.status == "skipped" and bool(o.reason) for o in self.outcomes)
+        if kept:
+            lines.append(f"  {kept} of the skipped were reviewed or edited by a person: kept")
         lines += [f"  FAILED {o.name}: {o.reason}" for o in self.failures]
         if self.coco is not None:
             lines.append(f"  COCO JSON: {self.coco}")
@@ -151,8 +167,13 @@ def expected_hash(config: SegmentConfig, classes: Sequence[ClassSpec]) -> str:
     return io.make_sidecar(names, synonyms=synonyms, config=config)["config_hash"]
 
 
-def is_complete(job: Job, run_hash: str, *, scores: bool) -> bool:
-    """True when ``job``'s outputs exist, are complete and come from the same options."""
+def is_complete(job: Job, run_hash: str, *, scores: bool,
+                instances: InstanceOptions | None = None) -> bool:
+    """True when ``job``'s outputs exist, are complete and come from the same options.
+
+    An output a person reviewed, skipped or edited counts as complete whatever the options:
+    a run never replaces it (see :func:`touched_by_a_person`).
+    """
     side = io.find_sidecar(job.base)
     if side is None:
         return False
@@ -160,11 +181,26 @@ def is_complete(job: Job, run_hash: str, *, scores: bool) -> bool:
         meta = io.read_sidecar(side)
     except InvalidInputError:
         return False  # unreadable sidecar: redo the image
+    if touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file():
+        return True
     if meta.get("config_hash") != run_hash:
         return False
     if not io.label_image_path(job.base, meta).is_file():
         return False
+    if instances is not None:
+        entry = meta.get("instances")
+        if not (isinstance(entry, dict) and entry.get("classes") == list(instances.classes)
+                and entry.get("min_area") == instances.min_area
+                and entry.get("watershed") == instances.watershed
+                and (job.base.parent / str(entry.get("file"))).is_file()):
+            return False
     return not scores or scores_path(job.base).is_file()
+
+
+def _draft(side: dict[str, Any]) -> dict[str, Any]:
+    from ..formats.review import DRAFT, with_review_state
+
+    return with_review_state(side, DRAFT)
 
 
 def scores_path(base: Path) -> Path:
@@ -230,7 +266,10 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
                 run_hash: str) -> Outcome:
     """Segment one image and write its outputs; a failure becomes a failed :class:`Outcome`."""
     start = time.perf_counter()
-    if options.resume and is_complete(job, run_hash, scores=options.scores):
+    if _kept_for_a_person(job):
+        return Outcome(job.name, "skipped", "reviewed or edited by a person: not replaced")
+    if options.resume and is_complete(job, run_hash, scores=options.scores,
+                                      instances=options.instances):
         return Outcome(job.name, "skipped")
     try:
         tiled = _segment_and_write(job, config, classes, options)
@@ -273,8 +312,19 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     segmenter.clear_cache()  # no relabelling here: do not keep the image and its windows
     del image
     write_result(job, result.labels, result.probs if options.scores else None, config, classes,
-                 model_name=result.model_name, image_info=info)
+                 model_name=result.model_name, image_info=info, instances=options.instances)
     return False
+
+
+def _kept_for_a_person(job: Job) -> bool:
+    side = io.find_sidecar(job.base)
+    if side is None:
+        return False
+    try:
+        meta = io.read_sidecar(side)
+    except InvalidInputError:
+        return False
+    return touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file()
 
 
 def _info(job: Job, source: Any) -> dict[str, Any]:
@@ -283,8 +333,10 @@ def _info(job: Job, source: Any) -> dict[str, Any]:
 
 def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config: SegmentConfig,
                  classes: Sequence[ClassSpec], *, model_name: str | None,
-                 image_info: dict[str, Any]) -> list[Path]:
-    """Write an in-memory result: scores first (if any), then labels, then the sidecar."""
+                 image_info: dict[str, Any],
+                 instances: InstanceOptions | None = None) -> list[Path]:
+    """Write an in-memory result: scores and instances first (if any), then labels, then the
+    sidecar (which records the review state "draft")."""
     import tifffile
 
     io.prepare_overwrite(job.base)
@@ -295,6 +347,9 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
         io.atomic_write(sp, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib",
                                                          photometric="minisblack"))
         extra["scores"] = sp.name
+    if instances is not None:
+        extra["instances"] = write_instances(job.base, labels, classes, instances)
+    extra["review"] = _draft({})["review"]
     names, synonyms = class_entries(classes)
     return io.write_labels(job.base, labels, names, synonyms=synonyms, model=model_name,
                            config=config, image_info=image_info, extra=extra)
@@ -315,6 +370,11 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
 
     height, width = shape
     k = len(classes)
+    if options.instances is not None and height * width > options.max_pixels:
+        raise InvalidInputError(
+            f"--instances: expected at most --max-pixels {options.max_pixels} pixels to split "
+            f"into objects (the labels are held whole), got {height}x{width}; run this image "
+            f"without --instances or raise --max-pixels")
     io.prepare_overwrite(job.base)
     label_path = job.base.with_name(job.base.name + ".tif")
     sp = scores_path(job.base)
@@ -331,10 +391,14 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
         del labels, scores
     names, synonyms = class_entries(classes)
     info = dict(image_info, tiled=True, tile_size=options.tile_size)
+    extra: dict[str, Any] = {"scores": sp.name} if options.scores else {}
+    if options.instances is not None:
+        extra["instances"] = write_instances(job.base, io.read_tiff(label_path, lazy=True),
+                                             classes, options.instances)
     side = io.make_sidecar(names, synonyms=synonyms, model=model_name, config=config,
                            image_info=info, shape=(height, width), file=label_path.name,
-                           extra={"scores": sp.name} if options.scores else None)
-    return [label_path, io.write_sidecar(job.base, side)]
+                           extra=extra or None)
+    return [label_path, io.write_sidecar(job.base, _draft(side))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,6 +421,9 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
     summary = Summary(outcomes=outcomes)
     if options.coco is not None:
         summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
+        if options.instances is not None:
+            write_run_coco_instances(jobs, outcomes, classes, options.instances,
+                                     coco_instances_path(options.coco))
     _write_failure_log(summary, options.output)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -367,7 +434,8 @@ def _run_serial(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Cl
                 run_hash: str) -> list[Outcome]:
     from tqdm import tqdm
 
-    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores))
+    if any(not (options.resume and is_complete(j, run_hash, scores=options.scores,
+                                               instances=options.instances))
            for j in jobs):
         _ = segmenter_for(config).loaded  # load the model now: a load error stops the run (exit 2)
     outcomes = []

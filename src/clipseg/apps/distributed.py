@@ -153,7 +153,8 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
     outcomes: dict[str, Outcome] = {}
     whole, tiled = [], []
     for job in jobs:
-        if options.resume and is_complete(job, run_hash, scores=options.scores):
+        if options.resume and is_complete(job, run_hash, scores=options.scores,
+                                             instances=options.instances):
             outcomes[job.name] = Outcome(job.name, "skipped")
             continue
         size = image_size(job.source)
