@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -189,11 +190,38 @@ class ReviewWidget(QWidget):
         self.legend.renamed.connect(self._on_renamed)
         classes_layout.addWidget(self.legend)
         self.things_box = QGroupBox("Instances")
-        self.things_layout = QVBoxLayout(self.things_box)
-        self.things_note = QLabel("")
+        things_layout = QVBoxLayout(self.things_box)
+        self.things_note = QLabel("Tick the classes whose regions are separate objects "
+                                  "(\"things\": nuclei, cars); each connected region becomes "
+                                  "one object in the Instances layer, saved as "
+                                  "NAME.instances.tif.")
         self.things_note.setWordWrap(True)
-        self.things_layout.addWidget(self.things_note)
+        things_layout.addWidget(self.things_note)
+        self.things_list = QWidget()
+        self.things_list_layout = QVBoxLayout(self.things_list)
+        self.things_list_layout.setContentsMargins(0, 0, 0, 0)
+        things_layout.addWidget(self.things_list)
+        self.min_area = QSpinBox()
+        self.min_area.setRange(0, 10_000_000)
+        self.min_area.setSuffix(" px")
+        self.min_area.setToolTip("Objects smaller than this are dropped")
+        self.watershed = QCheckBox("split touching objects (watershed)")
+        self.watershed.setToolTip("Separate touching objects of one class along the valleys "
+                                  "of the distance transform (works for roundish blobs)")
+        inst_form = QFormLayout()
+        inst_form.addRow("min area", self.min_area)
+        inst_form.addRow("", self.watershed)
+        things_layout.addLayout(inst_form)
         self.things: dict[str, QCheckBox] = {}
+        self._things_checked: set[str] = set()
+        self._things_from_user = False
+        self.instances_layer: Any = None
+        self._inst_timer = QTimer(self)
+        self._inst_timer.setSingleShot(True)
+        self._inst_timer.setInterval(300)
+        self._inst_timer.timeout.connect(self.update_instances)
+        self.min_area.valueChanged.connect(self._on_things_option)
+        self.watershed.toggled.connect(self._on_things_option)
 
         # -- shortcuts and messages ----------------------------------------------------------
         keys = "<br>".join(f"<b>{html.escape(k.replace('-', '+'))}</b>: {html.escape(text)}"
@@ -498,6 +526,8 @@ class ReviewWidget(QWidget):
         self.labels_layer = self.viewer.add_labels(labels.copy(), name=f"{item.base.name} draft",
                                                    opacity=0.6, **kwargs)
         self.tracker = EditTracker(self.labels_layer)
+        self.labels_layer.events.paint.connect(self._schedule_instances)
+        self.labels_layer.events.set_data.connect(self._schedule_instances)
         self.labels_layer.editable = series.writable
         self.legend.set_layer(self.labels_layer)
         self.viewer.layers.selection.active = self.labels_layer
@@ -547,8 +577,8 @@ class ReviewWidget(QWidget):
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
-        for layer in (self.labels_layer, self.image_layer, getattr(self, "instances_layer",
-                                                                   None)):
+        self._inst_timer.stop()
+        for layer in (self.instances_layer, self.labels_layer, self.image_layer):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.legend.set_layer(None)
@@ -633,11 +663,12 @@ class ReviewWidget(QWidget):
         series, cur = self.series, self.current
         meta = dict(cur.meta)
         config = meta.get("config") or getattr(self, "_segmented_config", None)
+        options = self.instance_options()
+        instances = (self.compute_instances(), options) if options is not None else None
         written = series.save(self.index, np.asarray(self.labels_layer.data),
                               self._human_mask(), state, meta=meta,
-                              model=meta.get("model"), config=config)
+                              model=meta.get("model"), config=config, instances=instances)
         self._cache.pop(self.index, None)
-        self._save_instances()
         return written
 
     def _can_save(self) -> bool:
@@ -741,12 +772,112 @@ class ReviewWidget(QWidget):
         if self.labels_layer is not None:
             self.labels_layer.visible = not self.labels_layer.visible
 
-    # -- instances (filled in by _update_things / _save_instances) -------------------------
+    # -- instances ------------------------------------------------------------------------
     def _update_things(self) -> None:
-        self.things_box.setVisible(False)
+        """One checkbox per class of the table; the draft's own choice when it has one."""
+        series = self.series
+        names = list(series.table.names) if series is not None else []
+        entry = self.current.meta.get("instances") if self.current is not None else None
+        if not self._things_from_user and isinstance(entry, dict) \
+                and isinstance(entry.get("classes"), list):
+            self._things_checked = {str(n) for n in entry["classes"]}
+            if isinstance(entry.get("min_area"), int):
+                self.min_area.blockSignals(True)
+                self.min_area.setValue(entry["min_area"])
+                self.min_area.blockSignals(False)
+            self.watershed.blockSignals(True)
+            self.watershed.setChecked(bool(entry.get("watershed")))
+            self.watershed.blockSignals(False)
+        if list(self.things) != names:
+            for box in self.things.values():
+                self.things_list_layout.removeWidget(box)
+                box.deleteLater()
+            self.things = {}
+            for name in names:
+                box = QCheckBox(name)
+                box.setToolTip(f"Split '{name}' into objects")
+                box.toggled.connect(lambda on, n=name: self._on_thing(n, on))
+                self.things_list_layout.addWidget(box)
+                self.things[name] = box
+        for name, box in self.things.items():
+            box.blockSignals(True)
+            box.setChecked(name in self._things_checked)
+            box.blockSignals(False)
+        self.update_instances()
 
-    def _save_instances(self) -> None:
-        return None
+    def set_things(self, names: list[str]) -> None:
+        """Mark ``names`` as "things" (split into instances), the others not."""
+        self._things_from_user = True
+        self._things_checked = set(names)
+        self._update_things()
+
+    def _on_thing(self, name: str, on: bool) -> None:
+        self._things_from_user = True
+        if on:
+            self._things_checked.add(name)
+        else:
+            self._things_checked.discard(name)
+        self.update_instances()
+
+    def _on_things_option(self, *_args: Any) -> None:
+        self._things_from_user = True
+        self.update_instances()
+
+    def _thing_labels(self) -> tuple[list[str], list[int]]:
+        table = self.series.table if self.series is not None else None
+        if table is None:
+            return [], []
+        names = [n for n in table.names if n in self._things_checked]
+        return names, [table.names.index(n) + 1 for n in names]
+
+    def instance_options(self) -> Any:
+        """The current "things" and splitting options (None when no class is a thing)."""
+        from clipseg.apps.batch_instances import InstanceOptions
+
+        names, _labels = self._thing_labels()
+        if not names:
+            return None
+        return InstanceOptions(classes=tuple(names), min_area=int(self.min_area.value()),
+                               watershed=self.watershed.isChecked())
+
+    def compute_instances(self) -> np.ndarray | None:
+        """Object ids of the current (corrected) draft, or None when no class is a thing."""
+        from clipseg.instances import instance_map
+
+        options = self.instance_options()
+        if options is None or self.labels_layer is None:
+            return None
+        _names, labels = self._thing_labels()
+        objects, _owner = instance_map(np.asarray(self.labels_layer.data), labels,
+                                       min_area=options.min_area, watershed=options.watershed)
+        return objects
+
+    def _schedule_instances(self, _event: Any = None) -> None:
+        if self._things_checked:
+            self._inst_timer.start()
+
+    def update_instances(self) -> None:
+        """Recompute the Instances layer from the draft as it is now."""
+        self._inst_timer.stop()
+        try:
+            objects = self.compute_instances()
+        except ClipSegError as exc:
+            self._set_status(f"instances: {exc}", error=True)
+            return
+        layer = self.instances_layer
+        if objects is None:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            self.instances_layer = None
+            return
+        if layer is None or layer not in self.viewer.layers:
+            stem = self.series[self.index].stem
+            self.instances_layer = self.viewer.add_labels(objects, name=f"{stem} instances",
+                                                          opacity=0.5)
+            self.viewer.layers.selection.active = self.labels_layer
+        else:
+            layer.data = objects
+        self.things_note.setToolTip(f"{int(objects.max())} objects in this image")
 
     # -- keys -------------------------------------------------------------------------------
     def _bind_keys(self) -> None:

@@ -433,12 +433,18 @@ class ReviewSeries:
 
     def save(self, index: int, labels: np.ndarray, edits: np.ndarray | None, state: str, *,
              meta: Mapping[str, Any] | None = None, model: str | None = None,
-             config: Mapping[str, Any] | None = None) -> list[Path]:
+             config: Mapping[str, Any] | None = None,
+             instances: tuple[np.ndarray, Any] | None = None) -> list[Path]:
         """Write image ``index``'s labels (table numbering), edit mask and review ``state``.
 
         Atomic, in the draft format (:func:`clipseg.formats.io.write_labels`): the class list
         written is the whole table, the model, options and image facts are those of the draft
         (``meta``), else ``model`` / ``config``. Never writes into the image folder.
+
+        ``instances``: ``(object ids (H, W), InstanceOptions)`` to write ``NAME.instances.tif``
+        (before the sidecar, which records it under ``"instances"`` as ``clipseg batch
+        --instances`` does). Without it a draft's own ``"instances"`` entry is kept as it was
+        (its ``labels_sha256`` tells a reader whether the labels changed since).
         """
         if not self.writable:
             raise InvalidInputError(f"{self.drafts}: the drafts folder is read-only, nothing "
@@ -455,7 +461,15 @@ class ReviewSeries:
             extra["scores"] = meta["scores"]  # still the same classes, in the same order
         info = dict(meta.get("image") or {"path": str(item.image), "name": item.name})
         info.pop("shape", None)
-        written = io.write_labels(item.base, labels, list(self.table.names),
+        written: list[Path] = []
+        if instances is not None:
+            objects, options = instances
+            path, entry = self._write_instances(item.base, objects, labels, options)
+            extra["instances"] = entry
+            written.append(path)
+        elif isinstance(meta.get("instances"), dict):
+            extra["instances"] = meta["instances"]
+        written += io.write_labels(item.base, labels, list(self.table.names),
                                   colors=list(self.table.colors),
                                   synonyms=[list(s) for s in self.table.synonyms],
                                   model=meta.get("model", model),
@@ -463,6 +477,21 @@ class ReviewSeries:
                                   extra=extra, edits=edits)
         self._states[index] = state
         return written
+
+    @staticmethod
+    def _write_instances(base: Path, objects: np.ndarray, labels: np.ndarray,
+                         options: Any) -> tuple[Path, dict[str, Any]]:
+        import tifffile
+
+        from clipseg.apps.batch_instances import instances_path
+
+        data = np.asarray(objects).astype(np.uint32, copy=False)
+        if data.shape != labels.shape:
+            raise InvalidInputError(f"instances: expected object ids of the labels' shape "
+                                    f"{labels.shape}, got {data.shape}")
+        path = io.atomic_write(instances_path(base), lambda tmp: tifffile.imwrite(
+            tmp, data, compression="zlib", photometric="minisblack"))
+        return path, options.entry(path.name, labels, int(data.max()) if data.size else 0)
 
     def _image_shape(self, index: int, meta: Mapping[str, Any],
                      labels: np.ndarray) -> tuple[int, int]:

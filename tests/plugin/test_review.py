@@ -258,3 +258,43 @@ def test_run_keeps_the_persons_pixels(dataset, open_review, qtbot):  # noqa: F81
     np.testing.assert_array_equal(layer.data[mine], painted)
     assert w.tracker.human.sum() >= mine.sum()
     assert N_IMAGES == len(w.series)
+
+
+def test_instances_of_thing_classes_follow_corrections_and_are_saved(dataset, open_review,  # noqa: F811
+                                                                     qtbot):
+    import tifffile
+
+    from clipseg.instances import instance_map, labels_digest
+
+    images, drafts = dataset
+    viewer, w = open_review(images, drafts)
+    assert w.instances_layer is None  # no class is a thing yet
+    assert list(w.things) == w.series.table.names
+    layer = w.labels_layer
+    present = [int(v) for v in np.unique(layer.data) if v > 0]
+    thing = w.series.table.names[present[0] - 1]
+    w.things[thing].setChecked(True)
+    inst = w.instances_layer
+    assert inst is not None and inst in viewer.layers
+    np.testing.assert_array_equal(inst.data > 0, layer.data == present[0])
+    # a correction: a new blob of the thing class, far from the others; the layer follows
+    layer.data_setitem((np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])), 0)
+    layer.brush_size = 3
+    layer.paint((60, 60), present[0])
+    qtbot.waitUntil(lambda: np.array_equal(inst.data > 0, layer.data == present[0]),
+                    timeout=5_000)
+    corrected = layer.data.copy()
+    w.min_area.setValue(2)
+    w.accept_next()
+    settle(qtbot, w)
+    saved, meta = io.read_labels(drafts / "s0")
+    np.testing.assert_array_equal(saved, corrected)
+    entry = meta["instances"]
+    assert entry["classes"] == [thing] and entry["min_area"] == 2 and not entry["watershed"]
+    assert entry["labels_sha256"] == labels_digest(saved)
+    objects = tifffile.imread(drafts / entry["file"])
+    expected, _owner = instance_map(corrected, [present[0]], min_area=2)
+    np.testing.assert_array_equal(objects, expected)
+    assert entry["count"] == int(expected.max()) >= 1
+    # the choice carries on to the next image
+    assert w.index == 1 and w.things[thing].isChecked()
