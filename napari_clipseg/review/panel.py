@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -198,7 +199,7 @@ class ReviewWidget(QWidget):
         self.things_note.setWordWrap(True)
         things_layout.addWidget(self.things_note)
         self.things_list = QWidget()
-        self.things_list_layout = QVBoxLayout(self.things_list)
+        self.things_list_layout = QGridLayout(self.things_list)
         self.things_list_layout.setContentsMargins(0, 0, 0, 0)
         things_layout.addWidget(self.things_list)
         self.min_area = QSpinBox()
@@ -241,7 +242,7 @@ class ReviewWidget(QWidget):
         self.warning.setWordWrap(True)
         self.warning.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        body = QWidget()
+        self.body = body = QWidget()
         layout = QVBoxLayout(body)
         for w in (folders, nav, classes_box, self.things_box, keys_box):
             layout.addWidget(w)
@@ -250,10 +251,11 @@ class ReviewWidget(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
+        self._scroll = scroll
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll, 1)
-        bar = QWidget()
+        self.message_bar = bar = QWidget()
         bar_layout = QVBoxLayout(bar)
         bar_layout.setContentsMargins(6, 4, 6, 6)
         bar_layout.addWidget(self.banner)
@@ -266,6 +268,13 @@ class ReviewWidget(QWidget):
         self._scan_timer.timeout.connect(self._scan_some)
         self._bind_keys()
         self._update_controls()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
+        """Ask the dock for the content's width (a scroll area does not pass it on)."""
+        scroll = self._scroll
+        self.setMinimumWidth(self.body.minimumSizeHint().width() + 2 * scroll.frameWidth()
+                             + scroll.verticalScrollBar().sizeHint().width())
+        super().showEvent(event)
 
     # -- folders ----------------------------------------------------------------------------
     def _browse(self, edit: QLineEdit) -> None:
@@ -538,6 +547,9 @@ class ReviewWidget(QWidget):
             self._set_status(f"{item.name}: " + ("draft loaded; correct it, then Accept & next"
                                                  if loaded.labels is not None
                                                  else "no draft yet: segmenting…"))
+        else:
+            self._set_status(f"{item.name}: shown for viewing only (the drafts folder is "
+                             "read-only)")
         if loaded.labels is None and prepared.segmented is not None:
             self._apply_segmentation(prepared.segmented)
         elif loaded.labels is None:
@@ -793,11 +805,12 @@ class ReviewWidget(QWidget):
                 self.things_list_layout.removeWidget(box)
                 box.deleteLater()
             self.things = {}
-            for name in names:
+            columns = 2 if len(names) > 4 else 1
+            for k, name in enumerate(names):
                 box = QCheckBox(name)
                 box.setToolTip(f"Split '{name}' into objects")
                 box.toggled.connect(lambda on, n=name: self._on_thing(n, on))
-                self.things_list_layout.addWidget(box)
+                self.things_list_layout.addWidget(box, k // columns, k % columns)
                 self.things[name] = box
         for name, box in self.things.items():
             box.blockSignals(True)
