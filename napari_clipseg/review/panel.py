@@ -113,6 +113,8 @@ class ReviewWidget(QWidget):
         self._bound: list[str] = []
         self._closed = False
         self._skipped_bad: list[str] = []
+        self._segmenting: int | None = None   # the image shown, while its segmentation runs
+        self._segmented_config: dict[str, Any] | None = None
 
         # -- folders ------------------------------------------------------------------------
         self.images_edit = QLineEdit()
@@ -335,6 +337,7 @@ class ReviewWidget(QWidget):
         self.index = None
         self.current = None
         self.config = None
+        self._segmenting = None
         self._skipped_bad = []
         self.warning.setText("")
 
@@ -394,11 +397,14 @@ class ReviewWidget(QWidget):
 
     def _on_renamed(self, old: str, new: str) -> None:
         table = self.series.table if self.series is not None else None
-        if table is not None and old in table.names and new not in table.names:
-            k = table.names.index(old)
-            table.names[k] = new
-            table.synonyms[k] = [new] + [s for s in table.synonyms[k] if s not in (old, new)]
-            self._sync_classes_text()
+        if table is None:
+            return
+        with table.lock:
+            if old in table.names and new not in table.names:
+                k = table.names.index(old)
+                table.names[k] = new
+                table.synonyms[k] = [new] + [s for s in table.synonyms[k] if s not in (old, new)]
+        self._sync_classes_text()
 
     def _segment_config(self) -> Any:
         """The options for a segmentation here: set with :meth:`set_config`, else those of
@@ -467,10 +473,16 @@ class ReviewWidget(QWidget):
     def _on_done(self, series: ReviewSeries, job: tuple[str, int], out: Any) -> None:
         self._busy = None
         self._worker = None
-        if series is not self.series or self._closed:
+        if self._closed:
+            return
+        if series is not self.series:  # a folder opened meanwhile: its jobs wait behind this
+            self._pump()
             return
         kind, index = job
         if kind == "segment":
+            if self._segmenting == index:
+                self._segmenting = None
+                self._update_controls()
             if index == self.index and self.current is not None:
                 if isinstance(out, _Prepared):
                     self._set_status(f"segmentation failed: {out.error}", error=True)
@@ -523,6 +535,8 @@ class ReviewWidget(QWidget):
         self._drop_layers()
         loaded = prepared.loaded
         self.index, self.current = index, loaded
+        self._segmenting = None
+        self._segmented_config = None
         item = series[index]
         self.image_layer = self.viewer.add_image(loaded.image, name=item.name,
                                                  rgb=loaded.image.ndim == 3)
@@ -568,10 +582,9 @@ class ReviewWidget(QWidget):
             self._request(nxt)
 
     def _table_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:
-        table = self.series.table
-        return class_table_kwargs(list(table.names), synonyms=[list(s) for s in table.synonyms],
-                                  model=meta.get("model"), config=meta.get("config"),
-                                  colors=list(table.colors))
+        names, colors, synonyms = self.series.table.snapshot()
+        return class_table_kwargs(names, synonyms=synonyms, model=meta.get("model"),
+                                  config=meta.get("config"), colors=colors)
 
     def _refresh_table(self) -> None:
         layer = self.labels_layer
@@ -612,6 +625,8 @@ class ReviewWidget(QWidget):
                              "it", warn=True)
             return
         self._set_status(f"{name}: segmenting with {len(names)} classes…")
+        self._segmenting = self.index
+        self._update_controls()
         self._request(self.index, "segment")
 
     def _class_names(self) -> list[str]:
@@ -674,7 +689,7 @@ class ReviewWidget(QWidget):
         """Save the current image's labels, edit mask and review ``state``."""
         series, cur = self.series, self.current
         meta = dict(cur.meta)
-        config = meta.get("config") or getattr(self, "_segmented_config", None)
+        config = meta.get("config") or self._segmented_config
         options = self.instance_options()
         instances = (self.compute_instances(), options) if options is not None else None
         written = series.save(self.index, np.asarray(self.labels_layer.data),
@@ -685,6 +700,10 @@ class ReviewWidget(QWidget):
 
     def _can_save(self) -> bool:
         if self.series is None or self.current is None:
+            return False
+        if self._segmenting == self.index:
+            self._set_status(f"{self.series[self.index].name}: still segmenting; accept or "
+                             "skip once the draft is in", warn=True)
             return False
         if not self.series.writable:
             self._set_status(f"The drafts folder {self.series.drafts} is read-only: nothing "
@@ -952,8 +971,9 @@ class ReviewWidget(QWidget):
     def _update_controls(self) -> None:
         ready = self.current is not None and self._want is None
         writable = self.series is not None and self.series.writable
+        drafted = self._segmenting is None or self._segmenting != self.index
         for button in (self.accept_button, self.skip_button):
-            button.setEnabled(ready and writable)
+            button.setEnabled(ready and writable and drafted)
         self.previous_button.setEnabled(ready and self.index is not None and self.index > 0)
         self.run_button.setEnabled(ready)
         self.jump_button.setEnabled(self.series is not None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,13 @@ class ClassTable:
         self.names: list[str] = []
         self.colors: list[str] = []
         self.synonyms: list[list[str]] = []
+        # the worker thread merges drafts while the main thread shows the table
+        self.lock = threading.RLock()
+
+    def snapshot(self) -> tuple[list[str], list[str], list[list[str]]]:
+        """Copies of names, colours and synonyms taken together (safe across threads)."""
+        with self.lock:
+            return list(self.names), list(self.colors), [list(s) for s in self.synonyms]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -166,13 +174,14 @@ class ClassTable:
     def add(self, name: str, color: str | None = None,
             synonyms: Sequence[str] | None = None) -> int:
         """Append class ``name`` (if new); returns its label."""
-        label = self.label_of(name)
-        if label is not None:
-            return label
-        self.names.append(name)
-        self.colors.append(color if color else io.class_colors(len(self.names))[-1])
-        self.synonyms.append(list(synonyms) if synonyms else [name])
-        return len(self.names)
+        with self.lock:
+            label = self.label_of(name)
+            if label is not None:
+                return label
+            self.colors.append(color if color else io.class_colors(len(self.names) + 1)[-1])
+            self.synonyms.append(list(synonyms) if synonyms else [name])
+            self.names.append(name)
+            return len(self.names)
 
     def merge(self, entries: Sequence[Mapping[str, Any]], source: str = ""
               ) -> tuple[np.ndarray, str]:
@@ -186,6 +195,11 @@ class ClassTable:
             Empty when the draft's list is the table's (same names, same labels); otherwise
             what was merged and remapped.
         """
+        with self.lock:
+            return self._merge(entries, source)
+
+    def _merge(self, entries: Sequence[Mapping[str, Any]], source: str
+               ) -> tuple[np.ndarray, str]:
         entries = sorted(entries, key=lambda c: int(c["label"]))
         empty = not self.names
         before = list(self.names)
@@ -456,8 +470,10 @@ class ReviewSeries:
             raise ShapeMismatch(f"{item.name}: labels of shape {labels.shape} do not fit the "
                                 "image")
         extra: dict[str, Any] = {"review": with_review_state({}, state)["review"]}
-        if meta.get("scores") and [c.get("name") for c in sorted(
-                meta.get("classes", []), key=lambda c: int(c["label"]))] == self.table.names:
+        names, colors, synonyms = self.table.snapshot()
+        listed = [c.get("name") for c in sorted(meta.get("classes", []),
+                                                key=lambda c: int(c["label"]))]
+        if meta.get("scores") and listed == names:
             extra["scores"] = meta["scores"]  # still the same classes, in the same order
         info = dict(meta.get("image") or {"path": str(item.image), "name": item.name})
         info.pop("shape", None)
@@ -469,9 +485,7 @@ class ReviewSeries:
             written.append(path)
         elif isinstance(meta.get("instances"), dict):
             extra["instances"] = meta["instances"]
-        written += io.write_labels(item.base, labels, list(self.table.names),
-                                  colors=list(self.table.colors),
-                                  synonyms=[list(s) for s in self.table.synonyms],
+        written += io.write_labels(item.base, labels, names, colors=colors, synonyms=synonyms,
                                   model=meta.get("model", model),
                                   config=meta.get("config", config), image_info=info,
                                   extra=extra, edits=edits)

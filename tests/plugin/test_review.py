@@ -298,3 +298,18 @@ def test_instances_of_thing_classes_follow_corrections_and_are_saved(dataset, op
     assert entry["count"] == int(expected.max()) >= 1
     # the choice carries on to the next image
     assert w.index == 1 and w.things[thing].isChecked()
+
+
+def test_opening_another_folder_while_the_next_image_is_prepared(dataset, open_review,  # noqa: F811
+                                                                 qtbot, tmp_path):
+    images, drafts = dataset
+    viewer, w = open_review(images, drafts)
+    w.show_image(3)  # a job in flight
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("s1.png", "s2.png"):
+        (other / name).write_bytes((images / name).read_bytes())
+    assert w.open_folders(other, drafts)
+    settle(qtbot, w)
+    assert len(w.series) == 2 and w.index == 0 and w.labels_layer is not None
+    assert [layer.name for layer in viewer.layers] == ["s1.png", "s1 draft"]
