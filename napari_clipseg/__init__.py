@@ -1,6 +1,7 @@
 """napari plugin for clipseg: a thin adapter over the engine (:mod:`clipseg`).
 
 Contributions (see ``napari.yaml``): the dock widget :class:`~napari_clipseg.widget.ClipSegWidget`,
+the dataset review widget :class:`~napari_clipseg.review.panel.ReviewWidget`,
 a reader and a writer for label images with class-name sidecars
 (:mod:`clipseg.formats.io`), and offline
 sample data. Dependencies point one way: this package imports the engine, never the reverse.
@@ -19,6 +20,7 @@ from clipseg import __version__  # noqa: E402  (one version: src/clipseg/__init_
 
 _LAZY = {
     "ClipSegWidget": "napari_clipseg.widget",
+    "ReviewWidget": "napari_clipseg.review.panel",
     "Session": "napari_clipseg.job",
     "apply_result": "napari_clipseg.apply",
 }

@@ -81,6 +81,8 @@ def test_help_exits_0(capsys):
 
 @pytest.mark.parametrize("argv", [["--help"], ["segment", "--help"], ["batch", "--help"],
                                   ["evaluate", "--help"], ["calibrate", "--help"],
+                                  ["export", "--help"],
+                                  ["export", "nowhere", "-o", "out"],
                                   ["segment", "x.png", "--classes", "a", "-o", "out",
                                    "--tau", "-1"],
                                   ["segment", "--no-such-flag"]])

@@ -19,7 +19,8 @@ def test_manifest_validates_and_contributes_everything():
     manifest = PluginManifest.from_file(PACKAGE_MANIFEST)  # raises on an invalid manifest
     assert manifest.name == "napari-clipseg"
     contrib = manifest.contributions
-    assert [w.display_name for w in contrib.widgets] == ["CLIP open-vocabulary segmentation"]
+    assert [w.display_name for w in contrib.widgets] == ["CLIP open-vocabulary segmentation",
+                                                         "Review a dataset"]
     assert {s.key for s in contrib.sample_data} >= {"ihc", "cell", "coffee", "shapes"}
     assert contrib.readers and contrib.writers
     assert contrib.writers[0].layer_types == ["labels"]

@@ -11,11 +11,16 @@ Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input fol
     OUT/sub/a.clipseg.json     sidecar, written last (see clipseg.formats.io)
     OUT/sub/a.scores.tif       with --scores: (K, H, W) float16 probabilities (one TIFF page
                                of K bands, as GIS tools read a multiband raster)
+    OUT/sub/a.instances.tif    with --instances: uint32 object ids (sidecar key "instances")
     OUT/sub/a.geojson          with --vector: one polygon per connected region (formats.geo)
 
 A GeoTIFF input's georeferencing (:func:`clipseg.formats.geo.read_georeference`) is copied to
 the label TIFF (always a TIFF then) and the scores file, recorded in the sidecar as ``"geo"``,
 and its no-data pixels become label 0.
+
+Every sidecar a run writes records the review state "draft" (:mod:`clipseg.formats.review`).
+An output a person has reviewed, skipped or edited (its sidecar says so) is never replaced:
+the run reports it as skipped, whatever the options.
 """
 from __future__ import annotations
 
@@ -36,6 +41,13 @@ from ..atomic import remove_leftovers
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 from ..formats import io
 from ..resolve import resolve_config
+from .batch_instances import (
+    InstanceOptions,
+    coco_instances_path,
+    touched_by_a_person,
+    write_instances,
+    write_run_coco_instances,
+)
 from .outputs import SCORES_SUFFIX, describe_os_error, is_tool_output, resolve_path
 
 if TYPE_CHECKING:
@@ -73,6 +85,7 @@ class RunOptions:
     contrast_limits: tuple[float, float] | None = None
     vector: bool = False              # --vector: polygons as GeoJSON (see vector_path)
     vector_file: Path | None = None   # --vector FILE for a one-image run
+    instances: InstanceOptions | None = None
 
 
 @dataclass
@@ -109,6 +122,9 @@ class Summary:
         lines = [f"clipseg: {len(self.outcomes)} images: {self.count('done')} segmented, "
                  f"{self.count('skipped')} skipped (already complete), "
                  f"{len(self.failures)} failed; {self.seconds:.1f} s"]
+        kept = sum(o.status == "skipped" and bool(o.reason) for o in self.outcomes)
+        if kept:
+            lines.append(f"  {kept} of the skipped were reviewed or edited by a person: kept")
         lines += [f"  FAILED {o.name}: {o.reason}" for o in self.failures]
         lines += [f"  ERROR {e}" for e in self.errors]
         if self.coco is not None:
@@ -179,9 +195,14 @@ def expected_hash(config: SegmentConfig, classes: Sequence[ClassSpec]) -> str:
     return io.make_sidecar(names, synonyms=synonyms, config=config)["config_hash"]
 
 
-def is_complete(job: Job, run_hash: str, *, scores: bool, vector: Path | None = None) -> bool:
+def is_complete(job: Job, run_hash: str, *, scores: bool, vector: Path | None = None,
+                instances: InstanceOptions | None = None) -> bool:
     """True when ``job``'s outputs exist, are complete and come from the same options
-    (``vector``: the GeoJSON file the run also wants)."""
+    (``vector``: the GeoJSON file the run also wants).
+
+    An output a person reviewed, skipped or edited counts as complete whatever the options:
+    a run never replaces it (see :func:`touched_by_a_person`).
+    """
     side = io.find_sidecar(job.base)
     if side is None:
         return False
@@ -189,13 +210,28 @@ def is_complete(job: Job, run_hash: str, *, scores: bool, vector: Path | None = 
         meta = io.read_sidecar(side)
     except InvalidInputError:
         return False  # unreadable sidecar: redo the image
+    if touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file():
+        return True
     if meta.get("config_hash") != run_hash:
         return False
     if not io.label_image_path(job.base, meta).is_file():
         return False
     if vector is not None and not vector.is_file():
         return False
+    if instances is not None:
+        entry = meta.get("instances")
+        if not (isinstance(entry, dict) and entry.get("classes") == list(instances.classes)
+                and entry.get("min_area") == instances.min_area
+                and entry.get("watershed") == instances.watershed
+                and (job.base.parent / str(entry.get("file"))).is_file()):
+            return False
     return not scores or scores_path(job.base).is_file()
+
+
+def _draft(side: dict[str, Any]) -> dict[str, Any]:
+    from ..formats.review import DRAFT, with_review_state
+
+    return with_review_state(side, DRAFT)
 
 
 def scores_path(base: Path) -> Path:
@@ -297,8 +333,11 @@ def process_job(job: Job, config: SegmentConfig, classes: Sequence[ClassSpec], o
                 run_hash: str) -> Outcome:
     """Segment one image and write its outputs; a failure becomes a failed :class:`Outcome`."""
     start = time.perf_counter()
+    if _kept_for_a_person(job):
+        return Outcome(job.name, "skipped", "reviewed or edited by a person: not replaced")
     if options.resume and is_complete(job, run_hash, scores=options.scores,
-                                      vector=vector_path(job, options)):
+                                      vector=vector_path(job, options),
+                                      instances=options.instances):
         return Outcome(job.name, "skipped")
     try:
         tiled = _segment_and_write(job, config, classes, options)
@@ -358,7 +397,8 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     del image
     labels = result.labels if keep is None or keep.all() else np.where(keep, result.labels, 0)
     write_result(job, labels, result.probs if options.scores else None, config, classes,
-                 model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra)
+                 model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra,
+                 instances=options.instances)
     write_vector(job, options, classes, geo)
     return False
 
@@ -479,6 +519,17 @@ def preflight(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Clas
         raise InvalidConfigError(f"{first}{more}")
 
 
+def _kept_for_a_person(job: Job) -> bool:
+    side = io.find_sidecar(job.base)
+    if side is None:
+        return False
+    try:
+        meta = io.read_sidecar(side)
+    except InvalidInputError:
+        return False
+    return touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file()
+
+
 def _info(job: Job, source: Any) -> dict[str, Any]:
     return {"path": str(job.source), "name": job.name, "dtype": str(source.dtype)}
 
@@ -486,8 +537,10 @@ def _info(job: Job, source: Any) -> dict[str, Any]:
 def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config: SegmentConfig,
                  classes: Sequence[ClassSpec], *, model_name: str | None,
                  image_info: dict[str, Any], tiff_tags: Sequence[tuple] | None = None,
-                 extra: dict[str, Any] | None = None) -> list[Path]:
-    """Write an in-memory result: scores first (if any), then labels, then the sidecar.
+                 extra: dict[str, Any] | None = None,
+                 instances: InstanceOptions | None = None) -> list[Path]:
+    """Write an in-memory result: scores and instances first (if any), then labels, then the
+    sidecar (which records the review state "draft").
 
     ``tiff_tags`` (tifffile ``extratags``) go into the label TIFF (a TIFF then) and the scores
     file; ``extra`` are more sidecar keys.
@@ -504,6 +557,9 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
         io.atomic_write(sp, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib",
                                                          **kwargs))
         extra["scores"] = sp.name
+    if instances is not None:
+        extra["instances"] = write_instances(job.base, labels, classes, instances)
+    extra["review"] = _draft({})["review"]
     names, synonyms = class_entries(classes)
     # The format follows the run's class count, not the labels one image happens to contain,
     # so every output of a run with more than 255 classes is a TIFF (docs/cli.md).
@@ -532,6 +588,11 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
 
     height, width = shape
     k = len(classes)
+    if options.instances is not None and height * width > options.max_pixels:
+        raise InvalidInputError(
+            f"--instances: expected at most --max-pixels {options.max_pixels} pixels to split "
+            f"into objects (the labels are held whole), got {height}x{width}; run this image "
+            f"without --instances or raise --max-pixels")
     io.prepare_overwrite(job.base)
     remove_job_leftovers(job)  # a killed run's .NAME.XXXX.part files (serial, Dask, tiled)
     label_path = job.base.with_name(job.base.name + ".tif")
@@ -557,10 +618,13 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     names, synonyms = class_entries(classes)
     info = dict(image_info, tiled=True, tile_size=options.tile_size)
     extra = dict(extra or {}, **({"scores": sp.name} if options.scores else {}))
+    if options.instances is not None:
+        extra["instances"] = write_instances(job.base, io.read_tiff(label_path, lazy=True),
+                                             classes, options.instances)
     side = io.make_sidecar(names, synonyms=synonyms, model=model_name, config=config,
                            image_info=info, shape=(height, width), file=label_path.name,
-                           extra=extra)
-    return [label_path, io.write_sidecar(job.base, side)]
+                           extra=extra or None)
+    return [label_path, io.write_sidecar(job.base, _draft(side))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,7 +638,8 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
     config = resolve_config(config)  # the model's defaults, once: the same in every worker
     run_hash = expected_hash(config, classes)
     todo = [j for j in jobs if not (options.resume and is_complete(
-        j, run_hash, scores=options.scores, vector=vector_path(j, options)))]
+        j, run_hash, scores=options.scores, vector=vector_path(j, options),
+        instances=options.instances))]
     if todo:  # every check that can fail for all images fails here, before the first (exit 2)
         from ..memory import ModelFacts
 
@@ -601,6 +666,9 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
         try:
             remove_leftovers(options.coco)
             summary.coco = write_run_coco(jobs, outcomes, classes, options.coco)
+            if options.instances is not None:
+                write_run_coco_instances(jobs, outcomes, classes, options.instances,
+                                         coco_instances_path(options.coco))
         except OSError as exc:  # disk full, read-only...: reported, the labels are kept
             summary.errors.append(describe_os_error(exc, "writing the COCO JSON",
                                                     options.coco))

@@ -7,6 +7,7 @@ Subcommands::
     clipseg models                                            # registry keys
     clipseg demo -o OUT/                                      # synthetic demo (clipseg.apps.demo)
     clipseg evaluate ... / clipseg calibrate ...              # clipseg.apps.evaluate / .calibrate
+    clipseg export DRAFTS -o OUT --format coco masks yolo     # clipseg.apps.export
 
 The options of the method are not listed here by hand: one flag per declared option of
 :class:`clipseg.config.SegmentConfig` is generated from its declaration
@@ -33,6 +34,7 @@ from typing import Any
 from ..config import READOUTS
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 from .cliopts import _optional, add_config_arguments, config_from_args, load_options_file
+from .export import add_instance_arguments, instance_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -95,6 +97,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
     run.add_argument("--retries", type=int, default=2,
                      help="times a failed image is retried on Dask (default 2)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_instance_arguments(p)
     add_config_arguments(p)
 
 
@@ -136,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default="clipseg", choices=READOUTS)
     demo.set_defaults(func=_cmd_demo)
 
-    from . import calibrate_cli, evaluate
+    from . import calibrate_cli, evaluate, export
 
     evaluate.add_subparser(sub)
     calibrate_cli.add_subparser(sub)
+    export.add_subparser(sub)
     return parser
 
 
@@ -173,6 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InvalidConfigError(f"--class-thresholds: expected names among the classes "
                                  f"({', '.join(c.name for c in classes)}), got "
                                  f"{', '.join(unknown)}")
+    instances = instance_options(args, [c.name for c in classes])
     if args.dask_scheduler and args.dask_local is not None:
         raise InvalidConfigError("expected at most one of --dask-scheduler and --dask-local, "
                                  "got both")
@@ -208,7 +213,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.quiet, retries=args.retries,
                          channels=tuple(args.channels) if args.channels else None,
                          contrast_limits=tuple(args.contrast_limits) if args.contrast_limits
-                         else None, vector=args.vector is not None, vector_file=vector_file)
+                         else None, vector=args.vector is not None, vector_file=vector_file,
+                         instances=instances)
     summary = run_jobs(jobs, config, classes, options, dask_scheduler=args.dask_scheduler,
                        dask_local=args.dask_local)
     print(summary.report(), file=sys.stderr)

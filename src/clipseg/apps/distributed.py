@@ -188,7 +188,8 @@ def run_distributed(jobs: Sequence[Job], config: SegmentConfig, classes: Sequenc
     whole, tiled = [], []
     for job in jobs:
         if options.resume and is_complete(job, run_hash, scores=options.scores,
-                                          vector=vector_path(job, options)):
+                                          vector=vector_path(job, options),
+                                          instances=options.instances):
             outcomes[job.name] = Outcome(job.name, "skipped")
             continue
         size = image_size(job.source)

@@ -1,0 +1,1025 @@
+"""The dock widget "Review a dataset": walk a folder of drafts, correct, save, move on.
+
+Choose the image folder and the drafts folder (``clipseg batch -o``), press Open: the widget
+opens the first image that is neither reviewed nor skipped as an Image layer and its draft as a
+Labels layer with the class names and colours of the sidecars. Correct the draft with napari's
+Labels tools; **Accept & next** saves it (labels, human-edit mask and the review state
+"reviewed" in its sidecar, atomically, in the format ``clipseg batch`` writes) and opens the
+next image. **Skip** records "skipped"; **Previous** and the jump box move without changing
+the state (edits made are saved first, so they are never lost). An image without a draft is
+segmented on arrival with the class list shown, in a worker thread; the next image is prepared
+(its draft read, or its segmentation run) while you work on the current one.
+
+The series itself (listing, states, class table, reading and writing) is
+:class:`napari_clipseg.review.series.ReviewSeries`, which has no Qt.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from clipseg.errors import ClipSegError, InvalidInputError
+from clipseg.formats.review import DRAFT, REVIEWED, SKIPPED
+
+from ..labels_layer import EDITS_KEY, class_table_kwargs
+from ..legend import Legend
+from ..ownership import EditTracker
+from .series import NO_DRAFT, Loaded, ReviewSeries, ShapeMismatch
+
+ERROR = "#e06c75"
+WARN = "#e5c07b"
+
+#: The review's keyboard shortcuts (napari key names) -> (action, what it does). None of them
+#: is one of napari's own keys (tests/plugin/test_review.py checks napari's keymaps at run time).
+SHORTCUTS: dict[str, tuple[str, str]] = {
+    "N": ("accept_next", "accept & next: save as reviewed, open the next image"),
+    "Shift-N": ("previous", "previous image (your edits are saved first)"),
+    "Shift-S": ("skip", "skip: record 'skipped', open the next image"),
+    "Shift-R": ("run", "segment this image again with the class list (keeps your edits)"),
+    "G": ("next_class", "paint with the next class"),
+    "Shift-G": ("previous_class", "paint with the previous class"),
+    "H": ("toggle_draft", "show / hide the draft"),
+}
+
+
+@dataclass
+class _Prepared:
+    """What a worker prepared for one image: the loaded draft, or a segmentation of it."""
+
+    loaded: Loaded | None = None
+    segmented: Any = None      # JobResult / JobFailure of a segmentation, or None
+    error: str = ""
+    mismatch: bool = False
+
+
+class ReviewWidget(QWidget):
+    """Review a folder of drafts image by image; see the module docstring.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    session : napari_clipseg.job.Session, optional
+        Model cache for images without a draft (a new one by default).
+
+    Signals
+    -------
+    shown : emitted with the index of the image just shown.
+    """
+
+    shown = Signal(int)
+
+    def __init__(self, napari_viewer: Any, session: Any = None) -> None:
+        super().__init__()
+        from ..job import Session
+
+        self.viewer = napari_viewer
+        self.session = session if session is not None else Session()
+        self.series: ReviewSeries | None = None
+        self.index: int | None = None
+        self.current: Loaded | None = None
+        self.image_layer: Any = None
+        self.labels_layer: Any = None
+        self.tracker: EditTracker | None = None
+        self.config: Any = None
+        self._cache: dict[int, _Prepared] = {}
+        self._queue: list[tuple[str, int]] = []
+        self._busy: tuple[str, int] | None = None
+        self._worker: Any = None
+        self._want: int | None = None   # the image to show once prepared
+        self._direction = 1
+        self._classes_edited = False
+        self._bound: list[str] = []
+        self._closed = False
+        self._skipped_bad: list[str] = []
+        self._segmenting: int | None = None   # the image shown, while its segmentation runs
+        self._segmented_config: dict[str, Any] | None = None
+
+        # -- folders ------------------------------------------------------------------------
+        self.images_edit = QLineEdit()
+        self.images_edit.setPlaceholderText("folder of images")
+        self.drafts_edit = QLineEdit()
+        self.drafts_edit.setPlaceholderText("folder `clipseg batch -o` wrote")
+        browse_images = QPushButton("…")
+        browse_images.clicked.connect(lambda: self._browse(self.images_edit))
+        browse_drafts = QPushButton("…")
+        browse_drafts.clicked.connect(lambda: self._browse(self.drafts_edit))
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("List the images (names only) and open the first one "
+                                    "neither reviewed nor skipped")
+        self.open_button.clicked.connect(self._open_clicked)
+        folders = QGroupBox("Folders")
+        form = QFormLayout(folders)
+        for label, edit, button in (("images", self.images_edit, browse_images),
+                                    ("drafts", self.drafts_edit, browse_drafts)):
+            row = QHBoxLayout()
+            row.addWidget(edit, 1)
+            row.addWidget(button)
+            form.addRow(label, row)
+        form.addRow("", self.open_button)
+
+        # -- progress and navigation --------------------------------------------------------
+        self.progress = QLabel("No folder open.")
+        self.progress.setWordWrap(True)
+        self.where = QLabel("")
+        self.where.setWordWrap(True)
+        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.previous_button = QPushButton("Previous")
+        self.previous_button.setToolTip("The previous image (Shift+N); edits are saved first")
+        self.skip_button = QPushButton("Skip")
+        self.skip_button.setToolTip("Record 'skipped' and open the next image (Shift+S)")
+        self.accept_button = QPushButton("Accept && next")
+        self.accept_button.setToolTip("Save as reviewed and open the next image (N)")
+        self.jump_edit = QLineEdit()
+        self.jump_edit.setPlaceholderText("position or name")
+        self.jump_edit.setToolTip("Jump to an image: its position (1..N) or (part of) its name")
+        self.jump_button = QPushButton("Go")
+        self.previous_button.clicked.connect(self.previous)
+        self.skip_button.clicked.connect(self.skip)
+        self.accept_button.clicked.connect(self.accept_next)
+        self.jump_button.clicked.connect(lambda: self.jump(self.jump_edit.text()))
+        self.jump_edit.returnPressed.connect(lambda: self.jump(self.jump_edit.text()))
+        nav = QGroupBox("Review")
+        nav_layout = QVBoxLayout(nav)
+        nav_layout.addWidget(self.progress)
+        nav_layout.addWidget(self.where)
+        buttons = QHBoxLayout()
+        for b in (self.previous_button, self.skip_button, self.accept_button):
+            buttons.addWidget(b)
+        nav_layout.addLayout(buttons)
+        jump = QHBoxLayout()
+        jump.addWidget(QLabel("jump to"))
+        jump.addWidget(self.jump_edit, 1)
+        jump.addWidget(self.jump_button)
+        nav_layout.addLayout(jump)
+
+        # -- classes --------------------------------------------------------------------------
+        self.classes_edit = QPlainTextEdit()
+        self.classes_edit.setPlaceholderText("one class per line (synonyms after ';')")
+        self.classes_edit.setToolTip("The class list used to segment images without a draft "
+                                     "(and by Run). Taken from the drafts' sidecars")
+        self.classes_edit.setMaximumHeight(110)
+        self.classes_edit.textChanged.connect(self._on_classes_typed)
+        self.run_button = QPushButton("Run on this image")
+        self.run_button.setToolTip("Segment this image again with the class list; pixels you "
+                                   "set are kept (Shift+R)")
+        self.run_button.clicked.connect(self.run)
+        classes_box = QGroupBox("Classes")
+        classes_layout = QVBoxLayout(classes_box)
+        classes_layout.addWidget(self.classes_edit)
+        classes_layout.addWidget(self.run_button)
+        self.legend = Legend(napari_viewer)
+        self.legend.renamed.connect(self._on_renamed)
+        classes_layout.addWidget(self.legend)
+        self.things_box = QGroupBox("Instances")
+        things_layout = QVBoxLayout(self.things_box)
+        self.things_note = QLabel("Tick the classes whose regions are separate objects "
+                                  "(\"things\": nuclei, cars); each connected region becomes "
+                                  "one object in the Instances layer, saved as "
+                                  "NAME.instances.tif.")
+        self.things_note.setWordWrap(True)
+        things_layout.addWidget(self.things_note)
+        self.things_list = QWidget()
+        self.things_list_layout = QGridLayout(self.things_list)
+        self.things_list_layout.setContentsMargins(0, 0, 0, 0)
+        things_layout.addWidget(self.things_list)
+        self.min_area = QSpinBox()
+        self.min_area.setRange(0, 10_000_000)
+        self.min_area.setSuffix(" px")
+        self.min_area.setToolTip("Objects smaller than this are dropped")
+        self.watershed = QCheckBox("split touching objects (watershed)")
+        self.watershed.setToolTip("Separate touching objects of one class along the valleys "
+                                  "of the distance transform (works for roundish blobs)")
+        inst_form = QFormLayout()
+        inst_form.addRow("min area", self.min_area)
+        inst_form.addRow("", self.watershed)
+        things_layout.addLayout(inst_form)
+        self.things: dict[str, QCheckBox] = {}
+        self._things_checked: set[str] = set()
+        self._things_from_user = False
+        self.instances_layer: Any = None
+        self._inst_timer = QTimer(self)
+        self._inst_timer.setSingleShot(True)
+        self._inst_timer.setInterval(300)
+        self._inst_timer.timeout.connect(self.update_instances)
+        self.min_area.valueChanged.connect(self._on_things_option)
+        self.watershed.toggled.connect(self._on_things_option)
+
+        # -- shortcuts and messages ----------------------------------------------------------
+        keys = "<br>".join(f"<b>{html.escape(k.replace('-', '+'))}</b>: {html.escape(text)}"
+                           for k, (_a, text) in SHORTCUTS.items())
+        self.shortcuts = QLabel(keys)
+        self.shortcuts.setWordWrap(True)
+        keys_box = QGroupBox("Shortcuts (in the viewer)")
+        QVBoxLayout(keys_box).addWidget(self.shortcuts)
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setToolTip("Why corrections cannot be saved")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.body = body = QWidget()
+        layout = QVBoxLayout(body)
+        for w in (folders, nav, classes_box, self.things_box, keys_box):
+            layout.addWidget(w)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(body)
+        self._scroll = scroll
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll, 1)
+        self.message_bar = bar = QWidget()
+        bar_layout = QVBoxLayout(bar)
+        bar_layout.setContentsMargins(6, 4, 6, 6)
+        bar_layout.addWidget(self.banner)
+        bar_layout.addWidget(self.status)
+        bar_layout.addWidget(self.warning)
+        outer.addWidget(bar)
+
+        self._scan_timer = QTimer(self)
+        self._scan_timer.setInterval(0)
+        self._scan_timer.timeout.connect(self._scan_some)
+        self._bind_keys()
+        self._update_controls()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
+        """Ask the dock for the content's width (a scroll area does not pass it on)."""
+        scroll = self._scroll
+        self.setMinimumWidth(self.body.minimumSizeHint().width() + 2 * scroll.frameWidth()
+                             + scroll.verticalScrollBar().sizeHint().width())
+        super().showEvent(event)
+
+    # -- folders ----------------------------------------------------------------------------
+    def _browse(self, edit: QLineEdit) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    def _open_clicked(self) -> None:
+        self.open_folders(self.images_edit.text(), self.drafts_edit.text())
+
+    def open_folders(self, images: str | Path, drafts: str | Path, *,
+                     writable: Callable[[Path], bool] | None = None) -> bool:
+        """Open a series and show its first image neither reviewed nor skipped.
+
+        ``writable`` overrides the drafts-folder write probe (tests). Returns False (with
+        the reason in the status line) when the folders cannot be opened.
+        """
+        self._save_if_edited()
+        self.images_edit.setText(str(images))
+        self.drafts_edit.setText(str(drafts))
+        try:
+            series = ReviewSeries(images, drafts, writable=writable)
+        except ClipSegError as exc:
+            self._set_status(str(exc), error=True)
+            return False
+        if not len(series):
+            self._set_status(f"{series.images}: no images found (expected .png, .jpg, .tif "
+                             "... files at the top of the folder)", error=True)
+            return False
+        self._reset()
+        self.series = series
+        self._classes_edited = False
+        start = series.resume_index()
+        self._scan_timer.start()
+        if not series.writable:
+            text = (f"The drafts folder {series.drafts} is read-only: corrections cannot be "
+                    "saved, so editing is switched off. Choose a drafts folder you can write "
+                    "to (or fix its permissions) before correcting anything.")
+            self.banner.setText(f"<span style='color:{ERROR}'>{html.escape(text)}</span>")
+            self._set_status(text, error=True)
+        else:
+            self.banner.setText("")
+            self._set_status(f"Opened {len(series)} images.")
+        self.banner.setVisible(not series.writable)
+        if start is None:
+            self._set_status(f"Every image of {series.images} is reviewed or skipped; "
+                             "showing the first.")
+            start = 0
+        self.show_image(start)
+        return True
+
+    def _reset(self) -> None:
+        self._scan_timer.stop()
+        self._drop_layers()
+        self._cache.clear()
+        self._queue.clear()
+        self._want = None
+        self.index = None
+        self.current = None
+        self.config = None
+        self._segmenting = None
+        self._skipped_bad = []
+        self.warning.setText("")
+
+    # -- the progress count -----------------------------------------------------------------
+    def _scan_some(self) -> None:
+        series = self.series
+        if series is None:
+            self._scan_timer.stop()
+            return
+        if series.scan(200):
+            self._scan_timer.stop()
+        self._sync_classes_text()
+        self._update_progress()
+
+    def _update_progress(self) -> None:
+        series = self.series
+        if series is None:
+            self.progress.setText("No folder open.")
+            self.where.setText("")
+            return
+        self.progress.setText(series.progress_text())
+        if self.index is not None:
+            item = series[self.index]
+            state = series.state(self.index)
+            self.where.setText(f"Image {self.index + 1} of {len(series)}: <b>"
+                               f"{html.escape(item.name)}</b> ({html.escape(state)})")
+        warnings = list(series.warnings) + self._skipped_bad
+        self.warning.setText("<br>".join(f"<span style='color:{WARN}'>"
+                                         f"{html.escape(w)}</span>" for w in warnings[-4:]))
+
+    # -- classes ----------------------------------------------------------------------------
+    def _on_classes_typed(self) -> None:
+        if not self._filling_classes:
+            self._classes_edited = True
+
+    _filling_classes = False
+
+    def _sync_classes_text(self) -> None:
+        if self.series is None or self._classes_edited:
+            return
+        text = "\n".join(self.series.table.names)
+        if self.classes_edit.toPlainText() != text:
+            self._filling_classes = True
+            try:
+                self.classes_edit.setPlainText(text)
+            finally:
+                self._filling_classes = False
+
+    def class_text(self) -> str:
+        """The class list used for images without a draft."""
+        return self.classes_edit.toPlainText()
+
+    def set_class_text(self, text: str) -> None:
+        """Set the class list (as typed by a person: kept over the drafts' list)."""
+        self.classes_edit.setPlainText(text)
+        self._classes_edited = True
+
+    def _on_renamed(self, old: str, new: str) -> None:
+        table = self.series.table if self.series is not None else None
+        if table is None:
+            return
+        with table.lock:
+            if old in table.names and new not in table.names:
+                k = table.names.index(old)
+                table.names[k] = new
+                table.synonyms[k] = [new] + [s for s in table.synonyms[k] if s not in (old, new)]
+        self._sync_classes_text()
+
+    def _segment_config(self) -> Any:
+        """The options for a segmentation here: set with :meth:`set_config`, else those of
+        the drafts (a sidecar's), else None (the worker then takes the bundled demo model's
+        defaults: importing the model code is left to the worker thread)."""
+        return self.config
+
+    def _learn_config(self, meta: dict[str, Any]) -> None:
+        """Take the drafts' options (the first sidecar with a valid ``config``)."""
+        if self.config is not None or not isinstance(meta.get("config"), dict):
+            return
+        from clipseg.config import SegmentConfig
+
+        try:
+            self.config = SegmentConfig.from_flat(meta["config"])
+        except ClipSegError:
+            pass
+
+    def set_config(self, config: Any) -> None:
+        """Use ``config`` (a :class:`clipseg.config.SegmentConfig`) to segment images."""
+        self.config = config
+
+    # -- preparing images in a worker -------------------------------------------------------
+    # One job at a time (the Session is not thread-safe): ("load", i) reads image i and its
+    # draft (and segments it when it has none); ("segment", i) segments the image shown.
+    def _request(self, index: int, kind: str = "load") -> None:
+        job = (kind, index)
+        if kind == "load" and (index in self._cache or self._busy == job):
+            return
+        if job in self._queue:
+            self._queue.remove(job)
+        if kind == "segment" or index == self._want:
+            self._queue.insert(0, job)
+        else:
+            self._queue.append(job)
+        self._pump()
+
+    def _pump(self) -> None:
+        from napari.qt.threading import create_worker
+
+        if self._busy is not None or not self._queue or self.series is None or self._closed:
+            return
+        if self._want is not None and ("load", self._want) in self._queue:
+            self._queue.remove(("load", self._want))
+            self._queue.insert(0, ("load", self._want))
+        job = self._queue.pop(0)
+        kind, index = job
+        self._busy = job
+        series = self.series
+        classes = self.class_text()
+        config = self._segment_config()
+        if kind == "segment":
+            func, args = _segment, (self.current.image, self.session, classes, config,
+                                    series[index].name)
+        else:
+            func, args = _prepare, (series, index, self.session, classes, config)
+        worker = create_worker(func, *args, _start_thread=False,
+                               _connect={"returned": lambda p, j=job, s=series:
+                                         self._on_done(s, j, p),
+                                         "errored": lambda exc, j=job, s=series:
+                                         self._on_done(s, j, _Prepared(
+                                             error=f"{type(exc).__name__}: {exc}"))})
+        self._worker = worker
+        worker.start()
+
+    def _on_done(self, series: ReviewSeries, job: tuple[str, int], out: Any) -> None:
+        self._busy = None
+        self._worker = None
+        if self._closed:
+            return
+        if series is not self.series:  # a folder opened meanwhile: its jobs wait behind this
+            self._pump()
+            return
+        kind, index = job
+        if kind == "segment":
+            if self._segmenting == index:
+                self._segmenting = None
+                self._update_controls()
+            if index == self.index and self.current is not None:
+                if isinstance(out, _Prepared):
+                    self._set_status(f"segmentation failed: {out.error}", error=True)
+                else:
+                    self._apply_segmentation(out)
+        else:
+            self._cache[index] = out
+            if isinstance(out, _Prepared) and out.loaded is not None:
+                self._learn_config(out.loaded.meta)
+            if self._want == index:
+                self._display(index, out)
+        self._pump()
+
+    def idle(self) -> bool:
+        """True when no job runs or waits and no image waits to be shown (tests)."""
+        return self._busy is None and not self._queue and self._want is None
+
+    # -- showing an image -------------------------------------------------------------------
+    def show_image(self, index: int, direction: int = 1) -> None:
+        """Show image ``index`` (prepared in the worker if it is not yet)."""
+        if self.series is None:
+            return
+        index = max(0, min(int(index), len(self.series) - 1))
+        self._direction = direction
+        self._want = index
+        if index in self._cache:
+            self._display(index, self._cache[index])
+        else:
+            self._set_status(f"Opening {self.series[index].name}…")
+            self._update_controls()
+            self._request(index)
+
+    def _display(self, index: int, prepared: _Prepared) -> None:
+        series = self.series
+        self._want = None
+        if prepared.loaded is None:
+            self._cache.pop(index, None)
+            name = series[index].name
+            message = prepared.error or f"{name}: could not be read"
+            self._skipped_bad.append(message)
+            target = index + self._direction
+            if 0 <= target < len(series) and len(self._skipped_bad) < len(series):
+                self._set_status(message, error=True)
+                self.show_image(target, self._direction)
+            else:
+                self._set_status(message + " (no other image in that direction)", error=True)
+                self._update_progress()
+                self._update_controls()
+            return
+        self._drop_layers()
+        loaded = prepared.loaded
+        self.index, self.current = index, loaded
+        self._segmenting = None
+        self._segmented_config = None
+        item = series[index]
+        self.image_layer = self.viewer.add_image(loaded.image, name=item.name,
+                                                 rgb=loaded.image.ndim == 3)
+        labels = loaded.labels if loaded.labels is not None else \
+            np.zeros(loaded.image.shape[:2], dtype=series.label_dtype())
+        if labels.dtype != series.label_dtype():
+            labels = labels.astype(series.label_dtype())
+        kwargs = self._table_kwargs(loaded.meta)
+        kwargs["metadata"][EDITS_KEY] = loaded.edits.copy()
+        self.labels_layer = self.viewer.add_labels(labels.copy(), name=f"{item.base.name} draft",
+                                                   opacity=0.6, **kwargs)
+        self.tracker = EditTracker(self.labels_layer)
+        self.labels_layer.events.paint.connect(self._schedule_instances)
+        self.labels_layer.events.set_data.connect(self._schedule_instances)
+        self.labels_layer.editable = series.writable
+        self.legend.set_layer(self.labels_layer)
+        self.viewer.layers.selection.active = self.labels_layer
+        self._cache.pop(index, None)
+        if loaded.warning:
+            self._set_status(loaded.warning, warn=True)
+        elif series.writable:
+            self._set_status(f"{item.name}: " + ("draft loaded; correct it, then Accept & next"
+                                                 if loaded.labels is not None
+                                                 else "no draft yet: segmenting…"))
+        else:
+            self._set_status(f"{item.name}: shown for viewing only (the drafts folder is "
+                             "read-only)")
+        if loaded.labels is None and prepared.segmented is not None:
+            self._apply_segmentation(prepared.segmented)
+        elif loaded.labels is None:
+            self._segment_current()
+        self._sync_classes_text()
+        self._update_things()
+        self._update_progress()
+        self._update_controls()
+        self._prefetch(index)
+        self.shown.emit(index)
+
+    def _prefetch(self, index: int) -> None:
+        series = self.series
+        nxt = index + 1
+        if series is not None and nxt < len(series) and nxt not in self._cache:
+            self._request(nxt)
+
+    def _table_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:
+        names, colors, synonyms = self.series.table.snapshot()
+        return class_table_kwargs(names, synonyms=synonyms, model=meta.get("model"),
+                                  config=meta.get("config"), colors=colors)
+
+    def _refresh_table(self) -> None:
+        layer = self.labels_layer
+        if layer is None:
+            return
+        kwargs = self._table_kwargs(self.current.meta if self.current else {})
+        meta = dict(layer.metadata)
+        meta.update(kwargs["metadata"])
+        layer.features = kwargs["features"]
+        layer.colormap = kwargs["colormap"]
+        layer.metadata = meta
+        self.legend.set_layer(layer)
+
+    def _drop_layers(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        self._inst_timer.stop()
+        for layer in (self.instances_layer, self.labels_layer, self.image_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.legend.set_layer(None)
+        self.labels_layer = self.image_layer = None
+        self.instances_layer = None
+
+    # -- segmenting --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Segment the current image again with the class list (pixels you set are kept)."""
+        if self.current is None:
+            return
+        self._segment_current()
+
+    def _segment_current(self) -> None:
+        names = self._class_names()
+        name = self.series[self.index].name
+        if not names:
+            self._set_status(f"{name}: type the classes (one per line), then Run to segment "
+                             "it", warn=True)
+            return
+        self._set_status(f"{name}: segmenting with {len(names)} classes…")
+        self._segmenting = self.index
+        self._update_controls()
+        self._request(self.index, "segment")
+
+    def _class_names(self) -> list[str]:
+        from clipseg.text import parse_classes
+
+        try:
+            return [s.name for s in parse_classes(self.class_text())]
+        except ClipSegError:
+            return []
+
+    def _apply_segmentation(self, result: Any) -> None:
+        from ..job import JobFailure
+
+        if isinstance(result, JobFailure):
+            self._set_status(f"segmentation failed: {result.message}", error=True)
+            return
+        series, layer = self.series, self.labels_layer
+        labels = result.labels[()]
+        lut = np.zeros(len(result.class_names) + 1, dtype=np.int64)
+        for k, (name, syn) in enumerate(zip(result.class_names, result.synonyms)):
+            lut[k + 1] = series.table.add(name, synonyms=syn)
+        mapped = lut[labels].astype(series.label_dtype())
+        if layer.data.dtype != mapped.dtype:
+            self._set_status("the class table outgrew the layer's label type; reopen the image",
+                             error=True)
+            return
+        self._refresh_table()
+        with self.tracker.machine_write() as writer:
+            writer.write_plane((), mapped)
+        self.current.meta.setdefault("model", result.model_name)
+        self._segmented_config = result.request.config.to_flat()
+        kept = writer.report.kept
+        self._set_status(f"{series[self.index].name}: segmented with "
+                         f"{len(result.class_names)} classes"
+                         + (f"; {kept:,} of your pixels kept" if kept else "") + ".")
+        self._sync_classes_text()
+        self._update_things()
+        self._update_controls()
+
+    # -- saving and moving ------------------------------------------------------------------
+    def _edited(self) -> bool:
+        cur, layer = self.current, self.labels_layer
+        if cur is None or layer is None:
+            return False
+        base = cur.labels if cur.labels is not None else None
+        data = np.asarray(layer.data)
+        return bool(self.tracker.human.any() and not np.array_equal(self.tracker.human,
+                                                                      cur.edits)) or \
+            (base is not None and not np.array_equal(data, base))
+
+    def _human_mask(self) -> np.ndarray:
+        tracker = self.tracker
+        data = np.asarray(self.labels_layer.data)
+        stray = (data != tracker.machine) & ~tracker.human  # changed outside napari's history
+        if stray.any():
+            tracker.human[stray] = True
+        return tracker.human.copy()
+
+    def save_current(self, state: str) -> list[Path]:
+        """Save the current image's labels, edit mask and review ``state``."""
+        series, cur = self.series, self.current
+        meta = dict(cur.meta)
+        config = meta.get("config") or self._segmented_config
+        options = self.instance_options()
+        instances = (self.compute_instances(), options) if options is not None else None
+        written = series.save(self.index, np.asarray(self.labels_layer.data),
+                              self._human_mask(), state, meta=meta,
+                              model=meta.get("model"), config=config, instances=instances)
+        self._cache.pop(self.index, None)
+        return written
+
+    def _can_save(self) -> bool:
+        if self.series is None or self.current is None:
+            return False
+        if self._segmenting == self.index:
+            self._set_status(f"{self.series[self.index].name}: still segmenting; accept or "
+                             "skip once the draft is in", warn=True)
+            return False
+        if not self.series.writable:
+            self._set_status(f"The drafts folder {self.series.drafts} is read-only: nothing "
+                             "can be saved. Choose a drafts folder you can write to.",
+                             error=True)
+            return False
+        return True
+
+    def _save_or_report(self, state: str) -> bool:
+        try:
+            self.save_current(state)
+        except (ClipSegError, OSError) as exc:
+            self._set_status(f"not saved: {exc}", error=True)
+            return False
+        return True
+
+    def _save_if_edited(self) -> bool:
+        """Before leaving an image: save edits made (the state stays what it was)."""
+        if self.current is None or self.series is None or not self._edited():
+            return True
+        if not self.series.writable:
+            return True  # editing was off
+        state = self.series.state(self.index)
+        return self._save_or_report(DRAFT if state == NO_DRAFT else state)
+
+    def accept_next(self) -> None:
+        """Save the current image as reviewed and open the next one."""
+        if not self._can_save() or self._want is not None:
+            return
+        if not self._save_or_report(REVIEWED):
+            return
+        name = self.series[self.index].name
+        self._advance(f"{name}: saved as reviewed.")
+
+    def skip(self) -> None:
+        """Record the current image as skipped (its edits saved too) and open the next one."""
+        if not self._can_save() or self._want is not None:
+            return
+        if not self._save_or_report(SKIPPED):
+            return
+        self._advance(f"{self.series[self.index].name}: skipped.")
+
+    def _advance(self, message: str) -> None:
+        index = self.index
+        self._update_progress()
+        if index + 1 < len(self.series):
+            self.show_image(index + 1, 1)
+            self._set_status(message + f" {self.series.progress_text()}.")
+        else:
+            self._reload_current()
+            self._set_status(message + f" That was the last image; "
+                             f"{self.series.progress_text()}.")
+
+    def _reload_current(self) -> None:
+        index = self.index
+        self._drop_layers()
+        self.current = None
+        self._cache.pop(index, None)
+        self.show_image(index, -1)
+
+    def previous(self) -> None:
+        """Open the previous image (edits made here are saved first)."""
+        if self.series is None or self.index is None or self.index == 0:
+            return
+        if self._save_if_edited():
+            self.show_image(self.index - 1, -1)
+
+    def jump(self, text: str) -> None:
+        """Open the image at a position (1-based) or with a name (edits are saved first)."""
+        if self.series is None:
+            return
+        try:
+            target = self.series.find(text)
+        except ClipSegError as exc:
+            self._set_status(str(exc), error=True)
+            return
+        if self._save_if_edited():
+            self.show_image(target, 1 if self.index is None or target >= self.index else -1)
+
+    # -- paint helpers ----------------------------------------------------------------------
+    def cycle_class(self, step: int = 1) -> None:
+        """Paint with the next (``step=1``) or previous class of the table."""
+        layer, series = self.labels_layer, self.series
+        if layer is None or series is None or not len(series.table):
+            return
+        n = len(series.table)
+        current = int(layer.selected_label)
+        label = ((current - 1 + step) % n) + 1 if 1 <= current <= n else 1
+        layer.selected_label = label
+        if layer.mode not in ("paint", "fill", "polygon"):
+            layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self._set_status(f"painting with {series.table.names[label - 1]} (label {label})")
+
+    def toggle_draft(self) -> None:
+        """Show or hide the draft layer."""
+        if self.labels_layer is not None:
+            self.labels_layer.visible = not self.labels_layer.visible
+
+    # -- instances ------------------------------------------------------------------------
+    def _update_things(self) -> None:
+        """One checkbox per class of the table; the draft's own choice when it has one."""
+        series = self.series
+        names = list(series.table.names) if series is not None else []
+        entry = self.current.meta.get("instances") if self.current is not None else None
+        if not self._things_from_user and isinstance(entry, dict) \
+                and isinstance(entry.get("classes"), list):
+            self._things_checked = {str(n) for n in entry["classes"]}
+            if isinstance(entry.get("min_area"), int):
+                self.min_area.blockSignals(True)
+                self.min_area.setValue(entry["min_area"])
+                self.min_area.blockSignals(False)
+            self.watershed.blockSignals(True)
+            self.watershed.setChecked(bool(entry.get("watershed")))
+            self.watershed.blockSignals(False)
+        if list(self.things) != names:
+            for box in self.things.values():
+                self.things_list_layout.removeWidget(box)
+                box.deleteLater()
+            self.things = {}
+            columns = 2 if len(names) > 4 else 1
+            for k, name in enumerate(names):
+                box = QCheckBox(name)
+                box.setToolTip(f"Split '{name}' into objects")
+                box.toggled.connect(lambda on, n=name: self._on_thing(n, on))
+                self.things_list_layout.addWidget(box, k // columns, k % columns)
+                self.things[name] = box
+        for name, box in self.things.items():
+            box.blockSignals(True)
+            box.setChecked(name in self._things_checked)
+            box.blockSignals(False)
+        self.update_instances()
+
+    def set_things(self, names: list[str]) -> None:
+        """Mark ``names`` as "things" (split into instances), the others not."""
+        self._things_from_user = True
+        self._things_checked = set(names)
+        self._update_things()
+
+    def _on_thing(self, name: str, on: bool) -> None:
+        self._things_from_user = True
+        if on:
+            self._things_checked.add(name)
+        else:
+            self._things_checked.discard(name)
+        self.update_instances()
+
+    def _on_things_option(self, *_args: Any) -> None:
+        self._things_from_user = True
+        self.update_instances()
+
+    def _thing_labels(self) -> tuple[list[str], list[int]]:
+        table = self.series.table if self.series is not None else None
+        if table is None:
+            return [], []
+        names = [n for n in table.names if n in self._things_checked]
+        return names, [table.names.index(n) + 1 for n in names]
+
+    def instance_options(self) -> Any:
+        """The current "things" and splitting options (None when no class is a thing)."""
+        from clipseg.apps.batch_instances import InstanceOptions
+
+        names, _labels = self._thing_labels()
+        if not names:
+            return None
+        return InstanceOptions(classes=tuple(names), min_area=int(self.min_area.value()),
+                               watershed=self.watershed.isChecked())
+
+    def compute_instances(self) -> np.ndarray | None:
+        """Object ids of the current (corrected) draft, or None when no class is a thing."""
+        from clipseg.instances import instance_map
+
+        options = self.instance_options()
+        if options is None or self.labels_layer is None:
+            return None
+        _names, labels = self._thing_labels()
+        objects, _owner = instance_map(np.asarray(self.labels_layer.data), labels,
+                                       min_area=options.min_area, watershed=options.watershed)
+        return objects
+
+    def _schedule_instances(self, _event: Any = None) -> None:
+        if self._things_checked:
+            self._inst_timer.start()
+
+    def update_instances(self) -> None:
+        """Recompute the Instances layer from the draft as it is now."""
+        self._inst_timer.stop()
+        try:
+            objects = self.compute_instances()
+        except ClipSegError as exc:
+            self._set_status(f"instances: {exc}", error=True)
+            return
+        layer = self.instances_layer
+        if objects is None:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            self.instances_layer = None
+            return
+        if layer is None or layer not in self.viewer.layers:
+            stem = self.series[self.index].stem
+            self.instances_layer = self.viewer.add_labels(objects, name=f"{stem} instances",
+                                                          opacity=0.5)
+            self.viewer.layers.selection.active = self.labels_layer
+        else:
+            layer.data = objects
+        self.things_note.setToolTip(f"{int(objects.max())} objects in this image")
+
+    # -- keys -------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        actions = {"accept_next": self.accept_next, "previous": self.previous,
+                   "skip": self.skip, "run": self.run,
+                   "next_class": lambda: self.cycle_class(1),
+                   "previous_class": lambda: self.cycle_class(-1),
+                   "toggle_draft": self.toggle_draft}
+        refused = []
+        for key, (action, _text) in SHORTCUTS.items():
+            func = actions[action]
+
+            def handler(_viewer: Any, func: Callable[[], None] = func) -> None:
+                func()
+
+            try:
+                self.viewer.bind_key(key, handler)
+            except ValueError:  # another plugin holds the key: ours is left out
+                refused.append(key)
+                continue
+            self._bound.append(key)
+        if refused:
+            self._set_status(f"shortcuts {', '.join(refused)} are taken by another plugin; "
+                             "use the buttons", warn=True)
+
+    def unbind_keys(self) -> None:
+        """Give the review's keys back to the viewer."""
+        for key in self._bound:
+            try:
+                self.viewer.bind_key(key, None)
+            except (ValueError, KeyError):
+                pass
+        self._bound = []
+
+    def close_review(self) -> None:
+        """Stop: unbind the keys, save pending edits, stop the scan (the layers stay)."""
+        if self._closed:
+            return
+        self._save_if_edited()
+        self._closed = True
+        self.unbind_keys()
+        self._scan_timer.stop()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
+        self.close_review()
+        super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        # napari's remove_dock_widget detaches the widget (setParent(None)) without closing
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None \
+                and self._bound:
+            self.close_review()
+        return super().event(event)
+
+    # -- status -------------------------------------------------------------------------------
+    def _update_controls(self) -> None:
+        ready = self.current is not None and self._want is None
+        writable = self.series is not None and self.series.writable
+        drafted = self._segmenting is None or self._segmenting != self.index
+        for button in (self.accept_button, self.skip_button):
+            button.setEnabled(ready and writable and drafted)
+        self.previous_button.setEnabled(ready and self.index is not None and self.index > 0)
+        self.run_button.setEnabled(ready)
+        self.jump_button.setEnabled(self.series is not None)
+
+    def _set_status(self, text: str, error: bool = False, warn: bool = False) -> None:
+        escaped = html.escape(text, quote=False)
+        color = ERROR if error else WARN if warn else None
+        self.status.setText(f"<span style='color:{color}'>{escaped}</span>" if color
+                            else escaped)
+
+
+def _prepare(series: ReviewSeries, index: int, session: Any, classes: str,
+             config: Any) -> _Prepared:
+    """Worker thread: read image ``index`` and its draft; segment it when it has none."""
+    try:
+        loaded = series.load(index)
+    except ShapeMismatch as exc:
+        return _Prepared(error=str(exc), mismatch=True)
+    except (ClipSegError, OSError, ValueError) as exc:
+        return _Prepared(error=f"{series[index].name}: could not be opened: {exc}")
+    segmented = None
+    if loaded.labels is None and classes.strip():
+        segmented = _segment(loaded.image, session, classes, config, series[index].name)
+    return _Prepared(loaded=loaded, segmented=segmented)
+
+
+def _default_config() -> Any:
+    """The bundled demo model's defaults (it works offline)."""
+    from clipseg.config import SegmentConfig
+    from clipseg.models.bundled import BUNDLED_ARCH
+
+    return SegmentConfig.from_flat({"model": BUNDLED_ARCH})
+
+
+def _segment(image: np.ndarray, session: Any, classes: str, config: Any, name: str) -> Any:
+    from ..image_source import ImageSource
+    from ..job import JobFailure, JobRequest, drive, guarded_run
+
+    if config is None:
+        config = _default_config()
+
+    source = ImageSource(name=name, data=image, rgb=True, channel_axis=None, channels=None,
+                         contrast_limits=None, plane_axes=(), current=(), scale=(1.0, 1.0),
+                         translate=(0.0, 0.0))
+    try:
+        request = JobRequest(source=source, planes=[()], classes=classes, config=config)
+        return drive(guarded_run(session, request))
+    except InvalidInputError as exc:
+        return JobFailure(str(exc))
