@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import current_umask
 from .errors import InvalidConfigError
 
 __all__ = ["TextCache", "open_text_cache", "default_text_cache_dir", "DEFAULT_MAX_BYTES"]
@@ -78,20 +79,6 @@ def open_text_cache(setting: str, max_bytes: int = DEFAULT_MAX_BYTES) -> TextCac
     return TextCache(Path(setting).expanduser(), max_bytes)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore at once
-    os.umask(mask)
-    return mask
-
-
 class TextCache:
     """Text embeddings on disk, one file per (text weights, dtype, prompt tokens).
 
@@ -115,7 +102,7 @@ class TextCache:
             raise InvalidConfigError(f"max_bytes: expected an integer >= 1, got {max_bytes!r}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self._mode = 0o666 & ~_umask()
+        self._mode = 0o666 & ~current_umask()
         self._written = max_bytes  # trim after the first write
         self._broken: str | None = None
 
