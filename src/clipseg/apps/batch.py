@@ -203,13 +203,9 @@ def is_complete(job: Job, run_hash: str, *, scores: bool, vector: Path | None = 
     An output a person reviewed, skipped or edited counts as complete whatever the options:
     a run never replaces it (see :func:`touched_by_a_person`).
     """
-    side = io.find_sidecar(job.base)
-    if side is None:
-        return False
-    try:
-        meta = io.read_sidecar(side)
-    except InvalidInputError:
-        return False  # unreadable sidecar: redo the image
+    meta = _job_sidecar(job)
+    if meta is None:
+        return False  # none, or unreadable: redo the image
     if touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file():
         return True
     if meta.get("config_hash") != run_hash:
@@ -519,15 +515,21 @@ def preflight(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Clas
         raise InvalidConfigError(f"{first}{more}")
 
 
-def _kept_for_a_person(job: Job) -> bool:
+def _job_sidecar(job: Job) -> dict[str, Any] | None:
+    """``job``'s existing sidecar, or None when there is none or it cannot be read."""
     side = io.find_sidecar(job.base)
     if side is None:
-        return False
+        return None
     try:
-        meta = io.read_sidecar(side)
+        return io.read_sidecar(side)
     except InvalidInputError:
-        return False
-    return touched_by_a_person(meta) and io.label_image_path(job.base, meta).is_file()
+        return None
+
+
+def _kept_for_a_person(job: Job) -> bool:
+    meta = _job_sidecar(job)
+    return (meta is not None and touched_by_a_person(meta)
+            and io.label_image_path(job.base, meta).is_file())
 
 
 def _info(job: Job, source: Any) -> dict[str, Any]:
