@@ -11,67 +11,42 @@ segmented on arrival with the class list shown, in a worker thread; the next ima
 (its draft read, or its segmentation run) while you work on the current one.
 
 The series itself (listing, states, class table, reading and writing) is
-:class:`napari_clipseg.review.series.ReviewSeries`, which has no Qt.
+:class:`napari_clipseg.review.series.ReviewSeries`, which has no Qt; the worker jobs are
+:mod:`.prepare`'s; the fixed controls and the shortcut keys are :mod:`.controls`'s and the
+"Instances" box is :mod:`.things`'s.
 """
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from clipseg.errors import ClipSegError, InvalidInputError
+from clipseg.errors import ClipSegError
 from clipseg.formats.review import DRAFT, REVIEWED, SKIPPED
 
 from ..labels_layer import EDITS_KEY, class_table_kwargs
 from ..legend import Legend
 from ..ownership import EditTracker
-from .series import NO_DRAFT, Loaded, ReviewSeries, ShapeMismatch
+from .controls import FoldersBox, NavigationBox, ShortcutsBox, bind_keys, unbind_keys
+from .prepare import Job, Prepared, PrepareQueue, prepare, segment
+from .series import NO_DRAFT, Loaded, ReviewSeries
+from .things import ThingsBox
 
 ERROR = "#e06c75"
 WARN = "#e5c07b"
-
-#: The review's keyboard shortcuts (napari key names) -> (action, what it does). None of them
-#: is one of napari's own keys (tests/plugin/test_review.py checks napari's keymaps at run time).
-SHORTCUTS: dict[str, tuple[str, str]] = {
-    "N": ("accept_next", "accept & next: save as reviewed, open the next image"),
-    "Shift-N": ("previous", "previous image (your edits are saved first)"),
-    "Shift-S": ("skip", "skip: record 'skipped', open the next image"),
-    "Shift-R": ("run", "segment this image again with the class list (keeps your edits)"),
-    "G": ("next_class", "paint with the next class"),
-    "Shift-G": ("previous_class", "paint with the previous class"),
-    "H": ("toggle_draft", "show / hide the draft"),
-}
-
-
-@dataclass
-class _Prepared:
-    """What a worker prepared for one image: the loaded draft, or a segmentation of it."""
-
-    loaded: Loaded | None = None
-    segmented: Any = None      # JobResult / JobFailure of a segmentation, or None
-    error: str = ""
-    mismatch: bool = False
 
 
 class ReviewWidget(QWidget):
@@ -103,11 +78,8 @@ class ReviewWidget(QWidget):
         self.labels_layer: Any = None
         self.tracker: EditTracker | None = None
         self.config: Any = None
-        self._cache: dict[int, _Prepared] = {}
-        self._queue: list[tuple[str, int]] = []
-        self._busy: tuple[str, int] | None = None
-        self._worker: Any = None
-        self._want: int | None = None   # the image to show once prepared
+        #: the worker jobs: what was prepared per image, the queue, the image waited for
+        self.jobs = PrepareQueue(self._start_job, self._on_done)
         self._direction = 1
         self._classes_edited = False
         self._bound: list[str] = []
@@ -116,63 +88,21 @@ class ReviewWidget(QWidget):
         self._segmenting: int | None = None   # the image shown, while its segmentation runs
         self._segmented_config: dict[str, Any] | None = None
 
-        # -- folders ------------------------------------------------------------------------
-        self.images_edit = QLineEdit()
-        self.images_edit.setPlaceholderText("folder of images")
-        self.drafts_edit = QLineEdit()
-        self.drafts_edit.setPlaceholderText("folder `clipseg batch -o` wrote")
-        browse_images = QPushButton("…")
-        browse_images.clicked.connect(lambda: self._browse(self.images_edit))
-        browse_drafts = QPushButton("…")
-        browse_drafts.clicked.connect(lambda: self._browse(self.drafts_edit))
-        self.open_button = QPushButton("Open")
-        self.open_button.setToolTip("List the images (names only) and open the first one "
-                                    "neither reviewed nor skipped")
+        # -- folders, progress and navigation ----------------------------------------------
+        folders = FoldersBox()
+        self.images_edit, self.drafts_edit = folders.images_edit, folders.drafts_edit
+        self.open_button = folders.open_button
         self.open_button.clicked.connect(self._open_clicked)
-        folders = QGroupBox("Folders")
-        form = QFormLayout(folders)
-        for label, edit, button in (("images", self.images_edit, browse_images),
-                                    ("drafts", self.drafts_edit, browse_drafts)):
-            row = QHBoxLayout()
-            row.addWidget(edit, 1)
-            row.addWidget(button)
-            form.addRow(label, row)
-        form.addRow("", self.open_button)
-
-        # -- progress and navigation --------------------------------------------------------
-        self.progress = QLabel("No folder open.")
-        self.progress.setWordWrap(True)
-        self.where = QLabel("")
-        self.where.setWordWrap(True)
-        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.previous_button = QPushButton("Previous")
-        self.previous_button.setToolTip("The previous image (Shift+N); edits are saved first")
-        self.skip_button = QPushButton("Skip")
-        self.skip_button.setToolTip("Record 'skipped' and open the next image (Shift+S)")
-        self.accept_button = QPushButton("Accept && next")
-        self.accept_button.setToolTip("Save as reviewed and open the next image (N)")
-        self.jump_edit = QLineEdit()
-        self.jump_edit.setPlaceholderText("position or name")
-        self.jump_edit.setToolTip("Jump to an image: its position (1..N) or (part of) its name")
-        self.jump_button = QPushButton("Go")
+        nav = NavigationBox()
+        self.progress, self.where = nav.progress, nav.where
+        self.previous_button, self.skip_button = nav.previous_button, nav.skip_button
+        self.accept_button, self.jump_edit = nav.accept_button, nav.jump_edit
+        self.jump_button = nav.jump_button
         self.previous_button.clicked.connect(self.previous)
         self.skip_button.clicked.connect(self.skip)
         self.accept_button.clicked.connect(self.accept_next)
         self.jump_button.clicked.connect(lambda: self.jump(self.jump_edit.text()))
         self.jump_edit.returnPressed.connect(lambda: self.jump(self.jump_edit.text()))
-        nav = QGroupBox("Review")
-        nav_layout = QVBoxLayout(nav)
-        nav_layout.addWidget(self.progress)
-        nav_layout.addWidget(self.where)
-        buttons = QHBoxLayout()
-        for b in (self.previous_button, self.skip_button, self.accept_button):
-            buttons.addWidget(b)
-        nav_layout.addLayout(buttons)
-        jump = QHBoxLayout()
-        jump.addWidget(QLabel("jump to"))
-        jump.addWidget(self.jump_edit, 1)
-        jump.addWidget(self.jump_button)
-        nav_layout.addLayout(jump)
 
         # -- classes --------------------------------------------------------------------------
         self.classes_edit = QPlainTextEdit()
@@ -192,47 +122,17 @@ class ReviewWidget(QWidget):
         self.legend = Legend(napari_viewer)
         self.legend.renamed.connect(self._on_renamed)
         classes_layout.addWidget(self.legend)
-        self.things_box = QGroupBox("Instances")
-        things_layout = QVBoxLayout(self.things_box)
-        self.things_note = QLabel("Tick the classes whose regions are separate objects "
-                                  "(\"things\": nuclei, cars); each connected region becomes "
-                                  "one object in the Instances layer, saved as "
-                                  "NAME.instances.tif.")
-        self.things_note.setWordWrap(True)
-        things_layout.addWidget(self.things_note)
-        self.things_list = QWidget()
-        self.things_list_layout = QGridLayout(self.things_list)
-        self.things_list_layout.setContentsMargins(0, 0, 0, 0)
-        things_layout.addWidget(self.things_list)
-        self.min_area = QSpinBox()
-        self.min_area.setRange(0, 10_000_000)
-        self.min_area.setSuffix(" px")
-        self.min_area.setToolTip("Objects smaller than this are dropped")
-        self.watershed = QCheckBox("split touching objects (watershed)")
-        self.watershed.setToolTip("Separate touching objects of one class along the valleys "
-                                  "of the distance transform (works for roundish blobs)")
-        inst_form = QFormLayout()
-        inst_form.addRow("min area", self.min_area)
-        inst_form.addRow("", self.watershed)
-        things_layout.addLayout(inst_form)
-        self.things: dict[str, QCheckBox] = {}
-        self._things_checked: set[str] = set()
-        self._things_from_user = False
+        self.things_box = ThingsBox()
+        self.things_box.changed.connect(self.update_instances)
         self.instances_layer: Any = None
         self._inst_timer = QTimer(self)
         self._inst_timer.setSingleShot(True)
         self._inst_timer.setInterval(300)
         self._inst_timer.timeout.connect(self.update_instances)
-        self.min_area.valueChanged.connect(self._on_things_option)
-        self.watershed.toggled.connect(self._on_things_option)
 
         # -- shortcuts and messages ----------------------------------------------------------
-        keys = "<br>".join(f"<b>{html.escape(k.replace('-', '+'))}</b>: {html.escape(text)}"
-                           for k, (_a, text) in SHORTCUTS.items())
-        self.shortcuts = QLabel(keys)
-        self.shortcuts.setWordWrap(True)
-        keys_box = QGroupBox("Shortcuts (in the viewer)")
-        QVBoxLayout(keys_box).addWidget(self.shortcuts)
+        keys_box = ShortcutsBox()
+        self.shortcuts = keys_box.label
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
@@ -279,11 +179,6 @@ class ReviewWidget(QWidget):
         super().showEvent(event)
 
     # -- folders ----------------------------------------------------------------------------
-    def _browse(self, edit: QLineEdit) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
-        if folder:
-            edit.setText(folder)
-
     def _open_clicked(self) -> None:
         self.open_folders(self.images_edit.text(), self.drafts_edit.text())
 
@@ -331,9 +226,7 @@ class ReviewWidget(QWidget):
     def _reset(self) -> None:
         self._scan_timer.stop()
         self._drop_layers()
-        self._cache.clear()
-        self._queue.clear()
-        self._want = None
+        self.jobs.clear()
         self.index = None
         self.current = None
         self.config = None
@@ -427,78 +320,44 @@ class ReviewWidget(QWidget):
         """Use ``config`` (a :class:`clipseg.config.SegmentConfig`) to segment images."""
         self.config = config
 
-    # -- preparing images in a worker -------------------------------------------------------
-    # One job at a time (the Session is not thread-safe): ("load", i) reads image i and its
-    # draft (and segments it when it has none); ("segment", i) segments the image shown.
+    # -- preparing images in a worker (see prepare.py) ------------------------------------
     def _request(self, index: int, kind: str = "load") -> None:
-        job = (kind, index)
-        if kind == "load" and (index in self._cache or self._busy == job):
-            return
-        if job in self._queue:
-            self._queue.remove(job)
-        if kind == "segment" or index == self._want:
-            self._queue.insert(0, job)
-        else:
-            self._queue.append(job)
-        self._pump()
+        self.jobs.request(index, kind)
 
-    def _pump(self) -> None:
-        from napari.qt.threading import create_worker
-
-        if self._busy is not None or not self._queue or self.series is None or self._closed:
-            return
-        if self._want is not None and ("load", self._want) in self._queue:
-            self._queue.remove(("load", self._want))
-            self._queue.insert(0, ("load", self._want))
-        job = self._queue.pop(0)
-        kind, index = job
-        self._busy = job
+    def _start_job(self, job: Job) -> tuple[Any, Any, tuple] | None:
         series = self.series
-        classes = self.class_text()
-        config = self._segment_config()
+        if series is None or self._closed:
+            return None
+        kind, index = job
+        classes, config = self.class_text(), self._segment_config()
         if kind == "segment":
-            func, args = _segment, (self.current.image, self.session, classes, config,
-                                    series[index].name)
-        else:
-            func, args = _prepare, (series, index, self.session, classes, config)
-        worker = create_worker(func, *args, _start_thread=False,
-                               _connect={"returned": lambda p, j=job, s=series:
-                                         self._on_done(s, j, p),
-                                         "errored": lambda exc, j=job, s=series:
-                                         self._on_done(s, j, _Prepared(
-                                             error=f"{type(exc).__name__}: {exc}"))})
-        self._worker = worker
-        worker.start()
+            return series, segment, (self.current.image, self.session, classes, config,
+                                     series[index].name)
+        return series, prepare, (series, index, self.session, classes, config)
 
-    def _on_done(self, series: ReviewSeries, job: tuple[str, int], out: Any) -> None:
-        self._busy = None
-        self._worker = None
-        if self._closed:
-            return
-        if series is not self.series:  # a folder opened meanwhile: its jobs wait behind this
-            self._pump()
-            return
+    def _on_done(self, series: ReviewSeries, job: Job, out: Any) -> None:
+        if self._closed or series is not self.series:
+            return  # a folder opened meanwhile: its jobs run next
         kind, index = job
         if kind == "segment":
             if self._segmenting == index:
                 self._segmenting = None
                 self._update_controls()
             if index == self.index and self.current is not None:
-                if isinstance(out, _Prepared):
+                if isinstance(out, Prepared):
                     self._set_status(f"segmentation failed: {out.error}", error=True)
                 else:
                     self._apply_segmentation(out)
         else:
-            self._cache[index] = out
-            if isinstance(out, _Prepared) and out.loaded is not None:
+            self.jobs.cache[index] = out
+            if isinstance(out, Prepared) and out.loaded is not None:
                 self._learn_config(out.loaded.meta)
-            if self._want == index:
+            if self.jobs.want == index:
                 self._display(index, out)
-        self._pump()
 
     def idle(self) -> bool:
         """True when no job runs or waits and no image waits to be shown (tests)."""
-        return self._busy is None and not self._queue and self._want is None
+        return self.jobs.idle
 
     # -- showing an image -------------------------------------------------------------------
     def show_image(self, index: int, direction: int = 1) -> None:
@@ -507,19 +366,19 @@ class ReviewWidget(QWidget):
             return
         index = max(0, min(int(index), len(self.series) - 1))
         self._direction = direction
-        self._want = index
-        if index in self._cache:
-            self._display(index, self._cache[index])
+        self.jobs.want = index
+        if index in self.jobs.cache:
+            self._display(index, self.jobs.cache[index])
         else:
             self._set_status(f"Opening {self.series[index].name}…")
             self._update_controls()
             self._request(index)
 
-    def _display(self, index: int, prepared: _Prepared) -> None:
+    def _display(self, index: int, prepared: Prepared) -> None:
         series = self.series
-        self._want = None
+        self.jobs.want = None
         if prepared.loaded is None:
-            self._cache.pop(index, None)
+            self.jobs.cache.pop(index, None)
             name = series[index].name
             message = prepared.error or f"{name}: could not be read"
             self._skipped_bad.append(message)
@@ -554,7 +413,7 @@ class ReviewWidget(QWidget):
         self.labels_layer.editable = series.writable
         self.legend.set_layer(self.labels_layer)
         self.viewer.layers.selection.active = self.labels_layer
-        self._cache.pop(index, None)
+        self.jobs.cache.pop(index, None)
         if loaded.warning:
             self._set_status(loaded.warning, warn=True)
         elif series.writable:
@@ -578,7 +437,7 @@ class ReviewWidget(QWidget):
     def _prefetch(self, index: int) -> None:
         series = self.series
         nxt = index + 1
-        if series is not None and nxt < len(series) and nxt not in self._cache:
+        if series is not None and nxt < len(series) and nxt not in self.jobs.cache:
             self._request(nxt)
 
     def _table_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:
@@ -695,7 +554,7 @@ class ReviewWidget(QWidget):
         written = series.save(self.index, np.asarray(self.labels_layer.data),
                               self._human_mask(), state, meta=meta,
                               model=meta.get("model"), config=config, instances=instances)
-        self._cache.pop(self.index, None)
+        self.jobs.cache.pop(self.index, None)
         return written
 
     def _can_save(self) -> bool:
@@ -731,7 +590,7 @@ class ReviewWidget(QWidget):
 
     def accept_next(self) -> None:
         """Save the current image as reviewed and open the next one."""
-        if not self._can_save() or self._want is not None:
+        if not self._can_save() or self.jobs.want is not None:
             return
         if not self._save_or_report(REVIEWED):
             return
@@ -740,7 +599,7 @@ class ReviewWidget(QWidget):
 
     def skip(self) -> None:
         """Record the current image as skipped (its edits saved too) and open the next one."""
-        if not self._can_save() or self._want is not None:
+        if not self._can_save() or self.jobs.want is not None:
             return
         if not self._save_or_report(SKIPPED):
             return
@@ -761,7 +620,7 @@ class ReviewWidget(QWidget):
         index = self.index
         self._drop_layers()
         self.current = None
-        self._cache.pop(index, None)
+        self.jobs.cache.pop(index, None)
         self.show_image(index, -1)
 
     def previous(self) -> None:
@@ -804,73 +663,36 @@ class ReviewWidget(QWidget):
             self.labels_layer.visible = not self.labels_layer.visible
 
     # -- instances ------------------------------------------------------------------------
+    @property
+    def things(self) -> dict[str, Any]:
+        """Class name -> its "thing" checkbox."""
+        return self.things_box.boxes
+
+    @property
+    def min_area(self) -> Any:
+        return self.things_box.min_area
+
+    @property
+    def watershed(self) -> Any:
+        return self.things_box.watershed
+
+    def _table_names(self) -> list[str]:
+        return list(self.series.table.names) if self.series is not None else []
+
     def _update_things(self) -> None:
         """One checkbox per class of the table; the draft's own choice when it has one."""
-        series = self.series
-        names = list(series.table.names) if series is not None else []
         entry = self.current.meta.get("instances") if self.current is not None else None
-        if not self._things_from_user and isinstance(entry, dict) \
-                and isinstance(entry.get("classes"), list):
-            self._things_checked = {str(n) for n in entry["classes"]}
-            if isinstance(entry.get("min_area"), int):
-                self.min_area.blockSignals(True)
-                self.min_area.setValue(entry["min_area"])
-                self.min_area.blockSignals(False)
-            self.watershed.blockSignals(True)
-            self.watershed.setChecked(bool(entry.get("watershed")))
-            self.watershed.blockSignals(False)
-        if list(self.things) != names:
-            for box in self.things.values():
-                self.things_list_layout.removeWidget(box)
-                box.deleteLater()
-            self.things = {}
-            columns = 2 if len(names) > 4 else 1
-            for k, name in enumerate(names):
-                box = QCheckBox(name)
-                box.setToolTip(f"Split '{name}' into objects")
-                box.toggled.connect(lambda on, n=name: self._on_thing(n, on))
-                self.things_list_layout.addWidget(box, k // columns, k % columns)
-                self.things[name] = box
-        for name, box in self.things.items():
-            box.blockSignals(True)
-            box.setChecked(name in self._things_checked)
-            box.blockSignals(False)
+        self.things_box.show_classes(self._table_names(), entry)
         self.update_instances()
 
     def set_things(self, names: list[str]) -> None:
         """Mark ``names`` as "things" (split into instances), the others not."""
-        self._things_from_user = True
-        self._things_checked = set(names)
+        self.things_box.choose(names)
         self._update_things()
-
-    def _on_thing(self, name: str, on: bool) -> None:
-        self._things_from_user = True
-        if on:
-            self._things_checked.add(name)
-        else:
-            self._things_checked.discard(name)
-        self.update_instances()
-
-    def _on_things_option(self, *_args: Any) -> None:
-        self._things_from_user = True
-        self.update_instances()
-
-    def _thing_labels(self) -> tuple[list[str], list[int]]:
-        table = self.series.table if self.series is not None else None
-        if table is None:
-            return [], []
-        names = [n for n in table.names if n in self._things_checked]
-        return names, [table.names.index(n) + 1 for n in names]
 
     def instance_options(self) -> Any:
         """The current "things" and splitting options (None when no class is a thing)."""
-        from clipseg.apps.batch_instances import InstanceOptions
-
-        names, _labels = self._thing_labels()
-        if not names:
-            return None
-        return InstanceOptions(classes=tuple(names), min_area=int(self.min_area.value()),
-                               watershed=self.watershed.isChecked())
+        return self.things_box.options(self._table_names())
 
     def compute_instances(self) -> np.ndarray | None:
         """Object ids of the current (corrected) draft, or None when no class is a thing."""
@@ -879,13 +701,13 @@ class ReviewWidget(QWidget):
         options = self.instance_options()
         if options is None or self.labels_layer is None:
             return None
-        _names, labels = self._thing_labels()
+        _names, labels = self.things_box.things_of(self._table_names())
         objects, _owner = instance_map(np.asarray(self.labels_layer.data), labels,
                                        min_area=options.min_area, watershed=options.watershed)
         return objects
 
     def _schedule_instances(self, _event: Any = None) -> None:
-        if self._things_checked:
+        if self.things_box.any_checked:
             self._inst_timer.start()
 
     def update_instances(self) -> None:
@@ -909,39 +731,21 @@ class ReviewWidget(QWidget):
             self.viewer.layers.selection.active = self.labels_layer
         else:
             layer.data = objects
-        self.things_note.setToolTip(f"{int(objects.max())} objects in this image")
+        self.things_box.note.setToolTip(f"{int(objects.max())} objects in this image")
 
     # -- keys -------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
-        actions = {"accept_next": self.accept_next, "previous": self.previous,
-                   "skip": self.skip, "run": self.run,
-                   "next_class": lambda: self.cycle_class(1),
-                   "previous_class": lambda: self.cycle_class(-1),
-                   "toggle_draft": self.toggle_draft}
-        refused = []
-        for key, (action, _text) in SHORTCUTS.items():
-            func = actions[action]
-
-            def handler(_viewer: Any, func: Callable[[], None] = func) -> None:
-                func()
-
-            try:
-                self.viewer.bind_key(key, handler)
-            except ValueError:  # another plugin holds the key: ours is left out
-                refused.append(key)
-                continue
-            self._bound.append(key)
+        self._bound, refused = bind_keys(self.viewer, {
+            "accept_next": self.accept_next, "previous": self.previous, "skip": self.skip,
+            "run": self.run, "next_class": lambda: self.cycle_class(1),
+            "previous_class": lambda: self.cycle_class(-1), "toggle_draft": self.toggle_draft})
         if refused:
             self._set_status(f"shortcuts {', '.join(refused)} are taken by another plugin; "
                              "use the buttons", warn=True)
 
     def unbind_keys(self) -> None:
         """Give the review's keys back to the viewer."""
-        for key in self._bound:
-            try:
-                self.viewer.bind_key(key, None)
-            except (ValueError, KeyError):
-                pass
+        unbind_keys(self.viewer, self._bound)
         self._bound = []
 
     def close_review(self) -> None:
@@ -969,7 +773,7 @@ class ReviewWidget(QWidget):
 
     # -- status -------------------------------------------------------------------------------
     def _update_controls(self) -> None:
-        ready = self.current is not None and self._want is None
+        ready = self.current is not None and self.jobs.want is None
         writable = self.series is not None and self.series.writable
         drafted = self._segmenting is None or self._segmenting != self.index
         for button in (self.accept_button, self.skip_button):
@@ -984,42 +788,3 @@ class ReviewWidget(QWidget):
         self.status.setText(f"<span style='color:{color}'>{escaped}</span>" if color
                             else escaped)
 
-
-def _prepare(series: ReviewSeries, index: int, session: Any, classes: str,
-             config: Any) -> _Prepared:
-    """Worker thread: read image ``index`` and its draft; segment it when it has none."""
-    try:
-        loaded = series.load(index)
-    except ShapeMismatch as exc:
-        return _Prepared(error=str(exc), mismatch=True)
-    except (ClipSegError, OSError, ValueError) as exc:
-        return _Prepared(error=f"{series[index].name}: could not be opened: {exc}")
-    segmented = None
-    if loaded.labels is None and classes.strip():
-        segmented = _segment(loaded.image, session, classes, config, series[index].name)
-    return _Prepared(loaded=loaded, segmented=segmented)
-
-
-def _default_config() -> Any:
-    """The bundled demo model's defaults (it works offline)."""
-    from clipseg.config import SegmentConfig
-    from clipseg.models.bundled import BUNDLED_ARCH
-
-    return SegmentConfig.from_flat({"model": BUNDLED_ARCH})
-
-
-def _segment(image: np.ndarray, session: Any, classes: str, config: Any, name: str) -> Any:
-    from ..image_source import ImageSource
-    from ..job import JobFailure, JobRequest, drive, guarded_run
-
-    if config is None:
-        config = _default_config()
-
-    source = ImageSource(name=name, data=image, rgb=True, channel_axis=None, channels=None,
-                         contrast_limits=None, plane_axes=(), current=(), scale=(1.0, 1.0),
-                         translate=(0.0, 0.0))
-    try:
-        request = JobRequest(source=source, planes=[()], classes=classes, config=config)
-        return drive(guarded_run(session, request))
-    except InvalidInputError as exc:
-        return JobFailure(str(exc))

@@ -49,7 +49,7 @@ def test_walk_correct_save_and_resume(dataset, open_review, qtbot):  # noqa: F81
     np.testing.assert_array_equal(w.labels_layer.data, draft0)
     np.testing.assert_array_equal(w.image_layer.data, np.asarray(Image.open(images / "s0.png")))
     assert "0 of 5 reviewed" in w.progress.text()
-    assert 1 in w._cache, "the next image is prepared while the person works"
+    assert 1 in w.jobs.cache, "the next image is prepared while the person works"
 
     # correct s0 with a brush stroke (napari's history: the edit tracker sees it)
     layer = w.labels_layer
@@ -133,7 +133,7 @@ def test_shortcuts_do_not_clash_with_napari_keys(make_napari_viewer):
     from napari.utils.key_bindings import KeyBinding
     from napari.utils.shortcuts import default_shortcuts
 
-    from napari_clipseg.review.panel import SHORTCUTS
+    from napari_clipseg.review.controls import SHORTCUTS
 
     make_napari_viewer()  # registers the app-model (menu) keybindings
     taken: dict[str, str] = {}
@@ -154,7 +154,7 @@ def test_shortcuts_do_not_clash_with_napari_keys(make_napari_viewer):
 
 
 def test_shortcuts_are_listed_in_the_panel(dataset, open_review):  # noqa: F811
-    from napari_clipseg.review.panel import SHORTCUTS
+    from napari_clipseg.review.controls import SHORTCUTS
 
     _viewer, w = open_review(*dataset)
     text = w.shortcuts.text()
@@ -226,7 +226,7 @@ def test_images_without_a_draft_are_segmented_on_arrival(dataset, open_review,  
         for f in drafts.glob(f"{name}.*"):
             f.unlink()
     viewer, w = open_review(images, drafts)
-    assert w._cache[1].segmented is not None, "the next image's segmentation is prefetched"
+    assert w.jobs.cache[1].segmented is not None, "the next image's segmentation is prefetched"
     w.accept_next()
     settle(qtbot, w)
     assert w.index == 1
