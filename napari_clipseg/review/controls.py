@@ -12,6 +12,7 @@ from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -39,7 +40,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
 
 
 class FoldersBox(QGroupBox):
-    """The image folder, the drafts folder (each with a browse button) and Open."""
+    """The image folder, the drafts folder (each with a browse button), "subfolders" and Open."""
 
     def __init__(self) -> None:
         super().__init__("Folders")
@@ -50,6 +51,10 @@ class FoldersBox(QGroupBox):
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("List the images (names only) and open the first one "
                                     "neither reviewed nor skipped")
+        self.recursive = QCheckBox("include subfolders")
+        self.recursive.setChecked(True)
+        self.recursive.setToolTip("Also review the images in subfolders, as `clipseg batch` "
+                                  "drafts them (untick for `clipseg batch --no-recursive`)")
         form = QFormLayout(self)
         for label, edit in (("images", self.images_edit), ("drafts", self.drafts_edit)):
             browse = QPushButton("…")
@@ -58,6 +63,7 @@ class FoldersBox(QGroupBox):
             row.addWidget(edit, 1)
             row.addWidget(browse)
             form.addRow(label, row)
+        form.addRow("", self.recursive)
         form.addRow("", self.open_button)
 
     def _browse(self, edit: QLineEdit) -> None:

@@ -91,7 +91,7 @@ class ReviewWidget(QWidget):
         # -- folders, progress and navigation ----------------------------------------------
         folders = FoldersBox()
         self.images_edit, self.drafts_edit = folders.images_edit, folders.drafts_edit
-        self.open_button = folders.open_button
+        self.open_button, self.recursive = folders.open_button, folders.recursive
         self.open_button.clicked.connect(self._open_clicked)
         nav = NavigationBox()
         self.progress, self.where = nav.progress, nav.where
@@ -180,26 +180,34 @@ class ReviewWidget(QWidget):
 
     # -- folders ----------------------------------------------------------------------------
     def _open_clicked(self) -> None:
-        self.open_folders(self.images_edit.text(), self.drafts_edit.text())
+        self.open_folders(self.images_edit.text(), self.drafts_edit.text(),
+                          recursive=self.recursive.isChecked())
 
     def open_folders(self, images: str | Path, drafts: str | Path, *,
-                     writable: Callable[[Path], bool] | None = None) -> bool:
+                     writable: Callable[[Path], bool] | None = None,
+                     recursive: bool | None = None) -> bool:
         """Open a series and show its first image neither reviewed nor skipped.
 
-        ``writable`` overrides the drafts-folder write probe (tests). Returns False (with
+        ``recursive`` (default: the "include subfolders" box) lists the subfolders' images
+        too. ``writable`` overrides the drafts-folder write probe (tests). Returns False (with
         the reason in the status line) when the folders cannot be opened.
         """
         self._save_if_edited()
         self.images_edit.setText(str(images))
         self.drafts_edit.setText(str(drafts))
+        if recursive is None:
+            recursive = self.recursive.isChecked()
+        self.recursive.setChecked(bool(recursive))
         try:
-            series = ReviewSeries(images, drafts, writable=writable)
+            series = ReviewSeries(images, drafts, writable=writable, recursive=recursive)
         except ClipSegError as exc:
             self._set_status(str(exc), error=True)
             return False
         if not len(series):
+            where = "in it or its subfolders" if recursive else \
+                "at the top of the folder (tick 'include subfolders' to list the others)"
             self._set_status(f"{series.images}: no images found (expected .png, .jpg, .tif "
-                             "... files at the top of the folder)", error=True)
+                             f"... files {where})", error=True)
             return False
         self._reset()
         self.series = series

@@ -4,7 +4,9 @@ The drafts folder has the layout ``clipseg batch`` writes (:mod:`clipseg.apps.ba
 image ``IMAGES/a.jpg`` the draft is ``DRAFTS/a.png`` (or ``.tif``) with its sidecar
 ``DRAFTS/a.clipseg.json`` and, once a person corrected it, ``DRAFTS/a.edits.png``. Two images
 whose names differ only by extension (``a.jpg``, ``a.png``) get ``a_jpg`` / ``a_png``, as in the
-batch. Only the top level of the image folder is listed.
+batch. Subfolders are listed as ``clipseg batch`` walks them (``IMAGES/sub/b.jpg`` has its draft
+``DRAFTS/sub/b.png``); ``recursive=False`` lists the top level only (``clipseg batch
+--no-recursive``).
 
 Opening is cheap whatever the folder's size: the image folder is listed once with
 ``os.scandir`` (names only) and nothing else is read. A draft's review state
@@ -117,23 +119,46 @@ def folder_writable(folder: Path) -> bool:
     return True
 
 
-def list_images(folder: Path, drafts: Path) -> list[Item]:
-    """The images at the top of ``folder``, sorted by name, each with its draft ``NAME``.
-
-    Names only (``os.scandir``; no file is opened). Draft names follow
-    :func:`clipseg.apps.batch.discover`: ``stem``, or ``stem_ext`` when two images share a stem.
-    """
-    names = []
+def _image_names(folder: Path, prefix: str, recursive: bool, skip: Path | None,
+                 names: list[str]) -> None:
+    """Append the image names under ``folder`` (``prefix`` + name), names only."""
+    subfolders = []
     with os.scandir(folder) as entries:
         for entry in entries:
+            if entry.name.startswith("."):
+                continue
             lower = entry.name.lower()
-            if lower.endswith(IMAGE_EXTENSIONS) and not entry.name.startswith(".") \
-                    and not lower.endswith(_OUTPUT_SUFFIXES):
-                try:
+            try:
+                if lower.endswith(IMAGE_EXTENSIONS) and not lower.endswith(_OUTPUT_SUFFIXES):
                     if entry.is_file():
-                        names.append(entry.name)
-                except OSError:
-                    continue
+                        names.append(prefix + entry.name)
+                elif recursive and entry.is_dir():
+                    subfolders.append(entry)
+            except OSError:
+                continue
+    for entry in subfolders:
+        path = Path(entry.path)
+        if skip is not None and path.resolve() == skip:
+            continue  # the drafts folder inside the image folder holds no images to review
+        try:
+            _image_names(path, f"{prefix}{entry.name}/", recursive, skip, names)
+        except OSError:
+            continue  # an unreadable subfolder lists nothing
+
+
+def list_images(folder: Path, drafts: Path, *, recursive: bool = True) -> list[Item]:
+    """The images of ``folder`` and of its subfolders (only its own with ``recursive=False``),
+    sorted by their path relative to ``folder``, each with its draft ``NAME``.
+
+    Names only (``os.scandir``; no file is opened). Draft names follow
+    :func:`clipseg.apps.batch.discover` (``clipseg batch`` walks subfolders by default): the
+    relative folder and ``stem``, or ``stem_ext`` when two images of one folder share a stem.
+    Hidden files and folders, and the drafts folder when it lies inside ``folder``, are left
+    out.
+    """
+    names: list[str] = []
+    skip = drafts.resolve() if recursive else None
+    _image_names(folder, "", recursive, skip, names)
     names.sort()
     stems: dict[str, int] = {}
     split = []
@@ -240,10 +265,13 @@ class ReviewSeries:
         The folder ``clipseg batch -o`` wrote (created if missing, when it can be).
     writable : callable, optional
         ``Path -> bool``; default :func:`folder_writable`.
+    recursive : bool
+        List the images of the subfolders too (as ``clipseg batch`` does by default).
     """
 
     def __init__(self, images: str | os.PathLike, drafts: str | os.PathLike, *,
-                 writable: Callable[[Path], bool] | None = None) -> None:
+                 writable: Callable[[Path], bool] | None = None,
+                 recursive: bool = True) -> None:
         self.images = Path(images).expanduser()
         self.drafts = Path(drafts).expanduser()
         if not self.images.is_dir():
@@ -261,7 +289,8 @@ class ReviewSeries:
                 self.drafts.mkdir(parents=True)
             except OSError:
                 pass
-        self.items = list_images(self.images, self.drafts)
+        self.recursive = bool(recursive)
+        self.items = list_images(self.images, self.drafts, recursive=self.recursive)
         probe = writable or folder_writable
         self.writable = self.drafts.is_dir() and probe(self.drafts)
         self.table = ClassTable()

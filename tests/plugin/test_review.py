@@ -313,3 +313,34 @@ def test_opening_another_folder_while_the_next_image_is_prepared(dataset, open_r
     settle(qtbot, w)
     assert len(w.series) == 2 and w.index == 0 and w.labels_layer is not None
     assert [layer.name for layer in viewer.layers] == ["s1.png", "s1 draft"]
+
+
+def test_subfolders_are_reviewed_where_the_batch_drafted_them(tmp_path, open_review, qtbot):
+    from tests.plugin.test_review_series import batch_drafts, make_images
+
+    images, drafts = tmp_path / "images", tmp_path / "drafts"
+    make_images(images, 1)
+    make_images(images / "plate2", 2)
+    batch_drafts(images, drafts)  # walks subfolders by default: drafts/plate2/s0.png ...
+    viewer, w = open_review(images, drafts)
+    assert w.recursive.isChecked()
+    assert [i.name for i in w.series.items] == ["plate2/s0.png", "plate2/s1.png", "s0.png"]
+    draft, _ = io.read_labels(drafts / "plate2" / "s0")
+    np.testing.assert_array_equal(w.labels_layer.data, draft)
+    layer = w.labels_layer
+    layer.brush_size = 5
+    layer.paint((20, 20), 2)
+    corrected = layer.data.copy()
+    press(viewer, "N")
+    settle(qtbot, w)
+    assert w.index == 1
+    back, meta = io.read_labels(drafts / "plate2" / "s0")
+    np.testing.assert_array_equal(back, corrected)
+    assert review_state(meta) == REVIEWED
+    assert not (drafts / "s0.edits.png").exists(), "the top-level s0 is another image"
+
+    # unticked: the top level only, as `clipseg batch --no-recursive` drafts it
+    w.recursive.setChecked(False)
+    w._open_clicked()
+    settle(qtbot, w)
+    assert [i.name for i in w.series.items] == ["s0.png"]

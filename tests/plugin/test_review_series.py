@@ -69,7 +69,7 @@ def test_listing_names_match_the_batch_and_skip_non_images(tmp_path):
         (folder / name).write_bytes(b"")
     (folder / "sub").mkdir()
     (folder / "sub" / "deep.png").write_bytes(b"")
-    items = list_images(folder, tmp_path / "out")
+    items = list_images(folder, tmp_path / "out", recursive=False)
     assert [i.name for i in items] == ["a.jpg", "a.png", "b.png", "c.tif"]
     assert [i.base.name for i in items] == ["a_jpg", "a_png", "b", "c"]
     # the same output names as `clipseg batch` (x.edits.png aside: batch would take it)
@@ -77,6 +77,54 @@ def test_listing_names_match_the_batch_and_skip_non_images(tmp_path):
     (folder / ".hidden.png").unlink()
     jobs = discover([folder], tmp_path / "out", recursive=False, walk=True)
     assert [j.base.name for j in jobs] == [i.base.name for i in items]
+
+
+def test_recursive_listing_matches_batch_recursive_and_leaves_the_drafts_folder_out(tmp_path):
+    from clipseg.apps.batch import discover
+
+    folder = tmp_path / "in"
+    for name in ("top.png", "sub/a.jpg", "sub/a.png", "sub/deeper/b.tif", ".git/x.png",
+                 "sub/.hidden/y.png", "drafts/top.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+    drafts = folder / "drafts"  # the drafts folder inside the image folder: not listed
+    flat = list_images(folder, drafts, recursive=False)
+    assert [i.name for i in flat] == ["top.png"]
+    items = list_images(folder, drafts)
+    assert [i.name for i in items] == ["sub/a.jpg", "sub/a.png", "sub/deeper/b.tif", "top.png"]
+    assert [i.base.relative_to(drafts).as_posix() for i in items] == \
+        ["sub/a_jpg", "sub/a_png", "sub/deeper/b", "top"]
+    assert items[2].image == folder / "sub" / "deeper" / "b.tif"
+    # `clipseg batch` (recursive by default) writes its drafts under the same names
+    shutil.rmtree(folder / ".git")
+    shutil.rmtree(folder / "sub" / ".hidden")
+    jobs = discover([folder], drafts, recursive=True, walk=True)
+    assert sorted(j.base.relative_to(drafts).as_posix() for j in jobs) == \
+        sorted(i.base.relative_to(drafts).as_posix() for i in items)
+
+
+def test_a_recursive_series_loads_and_saves_drafts_in_their_subfolders(tmp_path):
+    from clipseg.apps.cli import main
+    from clipseg.models.bundled import BUNDLED_ARCH
+
+    images, drafts = tmp_path / "images", tmp_path / "drafts"
+    make_images(images / "plate1", 2)
+    make_images(images / "plate2", 1)
+    assert main(["batch", str(images), "--classes", CLASSES, "-o", str(drafts),
+                 "--model", BUNDLED_ARCH, "--device", "cpu", "--quiet"]) == 0
+    assert len(ReviewSeries(images, drafts, recursive=False)) == 0  # none at the top level
+    series = ReviewSeries(images, drafts)
+    assert [i.name for i in series.items] == ["plate1/s0.png", "plate1/s1.png", "plate2/s0.png"]
+    loaded = series.load(2)
+    assert loaded.labels is not None, "the batch's draft in drafts/plate2/ is found"
+    assert series.state(2) == DRAFT
+    corrected = loaded.labels.copy()
+    corrected[:8, :8] = 1
+    written = series.save(2, corrected, None, REVIEWED, meta=loaded.meta)
+    assert drafts / "plate2" / "s0.clipseg.json" in written
+    again = ReviewSeries(images, drafts)
+    assert again.state(2) == REVIEWED and again.resume_index() == 0
+    np.testing.assert_array_equal(again.load(2).labels, corrected)
 
 
 def test_find_by_position_name_and_prefix(tmp_path):
