@@ -153,6 +153,39 @@ def test_shortcuts_do_not_clash_with_napari_keys(make_napari_viewer):
     assert len(ours) == len(SHORTCUTS)
 
 
+def test_real_key_presses_on_the_canvas_drive_the_review_and_typing_in_the_panel_does_not(
+        dataset, open_review, qtbot):  # noqa: F811
+    """Qt key events, as a person's keyboard sends them: on the canvas they are the review's
+    shortcuts; typed into the panel's jump box they are text, never an accept."""
+    from qtpy.QtCore import Qt
+
+    images, drafts = dataset
+    viewer, w = open_review(images, drafts)
+    viewer.window._qt_window.show()
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_N)  # accept & next
+    settle(qtbot, w)
+    assert w.index == 1
+    assert review_state(io.read_sidecar(io.sidecar_path(drafts / "s0"))) == REVIEWED
+    qtbot.keyClick(canvas, Qt.Key.Key_H)  # hide the draft
+    assert not w.labels_layer.visible
+    qtbot.keyClick(canvas, Qt.Key.Key_H)
+    assert w.labels_layer.visible
+    w.labels_layer.selected_label = 1
+    qtbot.keyClick(canvas, Qt.Key.Key_G)  # paint with the next class
+    assert w.labels_layer.selected_label == 2 and w.labels_layer.mode == "paint"
+    qtbot.keyClick(canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)  # previous
+    settle(qtbot, w)
+    assert w.index == 0
+
+    w.jump_edit.setFocus()
+    qtbot.keyClicks(w.jump_edit, "nN")
+    settle(qtbot, w)
+    assert w.jump_edit.text() == "nN" and w.index == 0, "typing is not a shortcut"
+    assert review_state(io.read_sidecar(io.sidecar_path(drafts / "s1"))) == DRAFT
+
+
 def test_shortcuts_are_listed_in_the_panel(dataset, open_review):  # noqa: F811
     from napari_clipseg.review.controls import SHORTCUTS
 
