@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .config import ReadoutConfig
 from .errors import InvalidConfigError, InvalidInputError, describe
 from .models.registry import default_middle_layer
-from .models.towers import VisionTower
+from .models.towers import tower_for
 from .readouts import BlockInputs, dsi_blocks, needs_middle_keys, readout_tokens
 
 __all__ = ["DenseEncoder", "dense_embeddings", "default_middle_layer"]
@@ -55,7 +55,7 @@ class DenseEncoder:
         readout = ReadoutConfig() if readout is None else readout
         if not isinstance(readout, ReadoutConfig):
             raise InvalidConfigError(f"readout: expected a ReadoutConfig, got {describe(readout)}")
-        self.tower = VisionTower.from_model(model)
+        self.tower = tower_for(model)
         depth = self.tower.num_layers
         if middle_layer is not None and readout.middle_layer is not None \
                 and middle_layer != readout.middle_layer:

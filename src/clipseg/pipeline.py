@@ -29,7 +29,7 @@ from .image import validate_rgb
 from .labels import class_threshold_vector, labels_from_logits
 from .memory import MemoryEstimate, ModelFacts, check_memory, format_bytes
 from .models.loading import LoadedModel, load_model, resolve_precision, wrap_model
-from .models.towers import VisionTower
+from .models.towers import tower_for
 from .refine import pamr
 from .resolve import resolve_config
 from .results import Progress, SegmentationResult, WindowEmbeddings
@@ -63,7 +63,7 @@ def _image01(image: np.ndarray) -> np.ndarray:
 
 def _tower_depth(model: nn.Module) -> int:
     """Number of blocks of the model's vision tower (raises if the tower cannot be read)."""
-    return VisionTower.from_model(model).num_layers
+    return tower_for(model).num_layers
 
 
 def _image_digest(image: np.ndarray) -> str:

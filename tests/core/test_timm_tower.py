@@ -24,7 +24,7 @@ from clipseg.config import READOUTS, SegmentConfig
 from clipseg.errors import UnsupportedModelError
 from clipseg.features import dense_embeddings
 from clipseg.models import wrap_model
-from clipseg.models.towers import VisionTower
+from clipseg.models.towers import tower_for
 from clipseg.models.towers.timm_vit import TimmViTTower
 from clipseg.pipeline import Segmenter
 from tests.core.test_readouts import _sklearn_relation
@@ -155,7 +155,7 @@ def _self_self(x, s, bias=None):
 # -- every readout against the reference ------------------------------------------------------
 def test_geometry(setup):
     model, _, _ = setup
-    tower = VisionTower.from_model(model)
+    tower = tower_for(model)
     assert isinstance(tower, TimmViTTower) and tower.kind == "timm ViT"
     assert (tower.num_layers, tower.width, tower.num_heads, tower.head_dim) == (4, 64, 4, 16)
     assert (tower.patch_size, tower.native_grid, tower.output_dim) == (8, (4, 4), 32)
@@ -164,7 +164,7 @@ def test_geometry(setup):
 
 def test_class_token_through_head_is_open_clips_image_embedding(setup):
     model, px, xs = setup
-    tower = VisionTower.from_model(model)
+    tower = tower_for(model)
     torch.testing.assert_close(tower.head(xs[-1][:, :1])[:, 0], model.encode_image(px),
                                atol=1e-5, rtol=1e-5)
     x = tower.embed(px)
@@ -239,7 +239,7 @@ def test_maskclip_clearclip_sclip_naclip_vanilla(setup):
 
 def test_ffn_residual_uses_layer_scale():
     model = make_tiny_timm_clip("clipseg_test_timm_vit_clip")
-    tower = VisionTower.from_model(model)
+    tower = tower_for(model)
     block = model.visual.trunk.blocks[0]
     y = torch.randn(1, 5, 64, generator=torch.Generator().manual_seed(3))
     ref = _ffn_res(block, y)
@@ -258,7 +258,7 @@ def test_other_window_size_interpolates_positions():
     grid = pos[1:].reshape(4, 4, -1).permute(2, 0, 1)[None]
     up = F.interpolate(grid, size=(6, 5), mode="bilinear", align_corners=False)
     ref = _x0(trunk, px[..., :40], torch.cat([pos[:1], up[0].flatten(1).T], 0))
-    tower = VisionTower.from_model(model)
+    tower = tower_for(model)
     torch.testing.assert_close(tower.embed(px), ref, atol=1e-5, rtol=1e-5)
     assert dense_embeddings(model, px).shape == (1, 6, 5, 32)
 
@@ -267,7 +267,7 @@ def test_avg_pool_tower_reads_fc_norm():
     model = make_tiny_timm_clip("clipseg_test_timm_vit_avg")
     trunk = model.visual.trunk
     assert isinstance(trunk.norm, torch.nn.Identity)
-    tower = VisionTower.from_model(model)
+    tower = tower_for(model)
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     x = tower.embed(px)
     for i in range(1, tower.num_layers + 1):
@@ -322,7 +322,7 @@ def twins():
 @pytest.mark.parametrize("size", [(32, 32), (48, 40)])
 def test_same_weights_in_open_clips_vit_give_the_same_embeddings(twins, method, size):
     timm_model, own = twins
-    assert type(VisionTower.from_model(own)).__name__ == "OpenClipViTTower"
+    assert type(tower_for(own)).__name__ == "OpenClipViTTower"
     px = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(7))
     options = {"eps": 0.5, "min_samples": 2} if method == "clipseg" else {}
     ours = dense_embeddings(timm_model, px, method=method, **options)
@@ -359,14 +359,14 @@ def test_wrap_model_and_segment_with_a_timm_tower():
 def test_unreadable_timm_vits_are_refused(variant, says):
     model = make_tiny_timm_clip(variant)
     with pytest.raises(UnsupportedModelError, match=says) as info:
-        VisionTower.from_model(model)
+        tower_for(model)
     assert "timm VisionTransformer" in str(info.value)
 
 
 def test_convnext_tower_is_refused_naming_what_is_supported():
     visual = TimmModel("convnext_atto", embed_dim=16, pool="avg", proj="linear")
     with pytest.raises(UnsupportedModelError) as info:
-        VisionTower.from_model(visual)
+        tower_for(visual)
     message = str(info.value)
     assert "TimmModel around ConvNeXt" in message
     assert "open_clip VisionTransformer" in message and "timm VisionTransformer" in message
@@ -375,7 +375,7 @@ def test_convnext_tower_is_refused_naming_what_is_supported():
 def test_drop_path_in_train_mode_is_refused():
     visual = TimmModel(register_tiny_timm("clipseg_test_timm_vit"), embed_dim=32, pool="",
                        proj="linear", drop_path=0.1).eval()
-    tower = VisionTower.from_model(visual)
+    tower = tower_for(visual)
     assert tower.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 17, 64)
     visual.train()
     with pytest.raises(UnsupportedModelError, match=r"call model\.eval\(\)"):
@@ -386,4 +386,4 @@ def test_a_non_linear_head_is_refused():
     model = copy.deepcopy(make_tiny_timm_clip("clipseg_test_timm_vit"))
     model.visual.head.add_module("pool", torch.nn.AdaptiveAvgPool1d(32))
     with pytest.raises(UnsupportedModelError, match="per-token head"):
-        VisionTower.from_model(model)
+        tower_for(model)

@@ -9,7 +9,7 @@ from open_clip.transformer import VisionTransformer
 
 from clipseg.errors import InvalidInputError, UnsupportedModelError
 from clipseg.features import dense_embeddings
-from clipseg.models.towers import VisionTower, interpolate_pos_embed
+from clipseg.models.towers import interpolate_pos_embed, tower_for
 
 
 def _ln(x, mod):
@@ -35,7 +35,7 @@ def _small_vit(**kw):
 
 
 def test_geometry(tiny_clip):
-    tower = VisionTower.from_model(tiny_clip)
+    tower = tower_for(tiny_clip)
     assert (tower.num_layers, tower.width, tower.num_heads, tower.head_dim) == (4, 64, 4, 16)
     assert (tower.patch_size, tower.native_grid, tower.output_dim) == (8, (4, 4), 32)
     assert tower.blocks[0] is tiny_clip.visual.transformer.resblocks[0]
@@ -70,7 +70,7 @@ def test_pos_embed_rejects_wrong_shape():
 
 def test_embed_native_and_non_square(tiny_clip, rng):
     visual = tiny_clip.visual
-    tower = VisionTower.from_model(tiny_clip)
+    tower = tower_for(tiny_clip)
     px = torch.randn(2, 3, 32, 32, generator=rng)
     with torch.no_grad():
         ours = tower.embed(px)
@@ -90,7 +90,7 @@ def test_embed_native_and_non_square(tiny_clip, rng):
 
 
 def test_qkv_ffn_head_written_out(tiny_clip, rng):
-    tower = VisionTower.from_model(tiny_clip)
+    tower = tower_for(tiny_clip)
     x = torch.randn(2, 17, 64, generator=rng)
     block = tiny_clip.visual.transformer.resblocks[2]
     w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
@@ -121,7 +121,7 @@ def test_layerscale_tower_vanilla_is_faithful(rng):
         for block in visual.transformer.resblocks:
             block.ls_1.gamma.uniform_(0.2, 2.0)
             block.ls_2.gamma.uniform_(0.2, 2.0)
-    tower = VisionTower.from_model(visual)
+    tower = tower_for(visual)
     px = torch.randn(2, 3, 32, 32, generator=rng)
     with torch.no_grad():
         x = tower.embed(px)
@@ -141,35 +141,35 @@ def test_refuses_modified_resnet():
                                 width=8)
 
     with pytest.raises(UnsupportedModelError, match="got ModifiedResNet"):
-        VisionTower.from_model(Holder())
+        tower_for(Holder())
 
 
 def test_refuses_custom_blocks():
     with pytest.raises(UnsupportedModelError, match="CustomResidualAttentionBlock"):
-        VisionTower.from_model(_small_vit(qk_norm=True))
+        tower_for(_small_vit(qk_norm=True))
 
 
 def test_refuses_attentional_pool():
     visual = _small_vit(attentional_pool=True, attn_pooler_queries=4, attn_pooler_heads=2)
     with pytest.raises(UnsupportedModelError, match="attentional pooling"):
-        VisionTower.from_model(visual)
+        tower_for(visual)
 
 
 def test_refuses_pruned_head():
     visual = _small_vit()
     visual.proj = None
     with pytest.raises(UnsupportedModelError, match="proj is None"):
-        VisionTower.from_model(visual)
+        tower_for(visual)
 
 
 def test_refuses_non_square_patches():
     with pytest.raises(UnsupportedModelError, match="square patches"):
-        VisionTower.from_model(_small_vit(patch_size=(8, 4)))
+        tower_for(_small_vit(patch_size=(8, 4)))
 
 
 def test_refuses_patch_dropout_in_train_mode():
     visual = _small_vit(patch_dropout=0.5)
-    tower = VisionTower.from_model(visual)  # fine in eval mode
+    tower = tower_for(visual)  # fine in eval mode
     assert tower.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 17, 32)
     visual.train()
     with pytest.raises(UnsupportedModelError, match="patch dropout"):
@@ -178,14 +178,14 @@ def test_refuses_patch_dropout_in_train_mode():
 
 def test_refuses_objects_without_visual():
     with pytest.raises(UnsupportedModelError, match="expected an open_clip VisionTransformer"):
-        VisionTower.from_model(object())
+        tower_for(object())
 
 
 def test_refuses_attention_dropout_in_train_mode():
     visual = _small_vit()
     for block in visual.transformer.resblocks:
         block.attn.dropout = 0.1
-    tower = VisionTower.from_model(visual)
+    tower = tower_for(visual)
     assert tower.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 17, 32)  # eval: fine
     visual.train()
     with pytest.raises(UnsupportedModelError, match="attention dropout"):

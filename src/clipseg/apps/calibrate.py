@@ -286,7 +286,7 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         Seed of the pair sampling.
     """
     from ..models.loading import LoadedModel, wrap_model
-    from ..models.towers import VisionTower
+    from ..models.towers import tower_for
 
     loaded = model if isinstance(model, LoadedModel) else wrap_model(model)
     kinds = tuple(kinds)
@@ -297,7 +297,7 @@ def calibrate(model: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         raise InvalidConfigError(f"pairs: expected a positive integer, got {pairs!r}")
     _check_inputs(images, masks)
     entry = loaded.entry
-    tower = VisionTower.from_model(loaded.model)
+    tower = tower_for(loaded.model)
     p, n_layers = tower.patch_size, tower.num_layers
     if config is not None and not isinstance(config, SegmentConfig):
         raise InvalidConfigError(f"config: expected a SegmentConfig or None, got "

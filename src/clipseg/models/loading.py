@@ -362,14 +362,14 @@ def load_model(config: ModelConfig) -> LoadedModel:
 
 
 def _entry_for_object(model: nn.Module, name: str) -> ModelEntry:
-    from .towers import VisionTower  # the tower views import open_clip/timm internals
+    from .towers import tower_for  # the tower views import open_clip/timm internals
 
     visual = getattr(model, "visual", None)
     if visual is None or not hasattr(model, "encode_text"):
         raise UnsupportedModelError(
             f"wrap_model: expected an open_clip CLIP (model.visual and encode_text), got "
             f"{type(model).__name__} with visual {type(visual).__name__}")
-    tower = VisionTower.from_model(model)  # refuses unreadable towers, naming what is supported
+    tower = tower_for(model)  # refuses unreadable towers, naming what is supported
     layers = tower.num_layers
     try:
         entry = get_entry(name)

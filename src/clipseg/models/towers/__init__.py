@@ -4,8 +4,7 @@
 - :class:`~.timm_vit.TimmViTTower`: a timm ``VisionTransformer`` inside open_clip's
   ``TimmModel`` (BiomedCLIP and other ``timm_model_name`` configs).
 
-``VisionTower.from_model(model)`` (= :func:`tower_for`) picks the implementation; the readouts
-only use the interface.
+``tower_for(model)`` picks the implementation; the readouts only use the interface.
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ q/k/v, the block's attention output projection and FFN branch, the output head) 
 the model's own submodules. Nothing is replaced, patched or hooked.
 
 One implementation per kind of tower (:mod:`.openclip_vit`, :mod:`.timm_vit`);
-:meth:`VisionTower.from_model` picks it. The readouts (:mod:`clipseg.readouts`) and the single
-pass (:mod:`clipseg.features`) only use what is declared here.
+:func:`~clipseg.models.towers.dispatch.tower_for` picks it. The readouts
+(:mod:`clipseg.readouts`) and the single pass (:mod:`clipseg.features`) only use what is
+declared here.
 """
 from __future__ import annotations
 
@@ -126,18 +127,6 @@ class VisionTower(ABC):
     patch_size: int
     native_grid: tuple[int, int]
     output_dim: int
-
-    @classmethod
-    def from_model(cls, model: Any) -> VisionTower:
-        """The tower view of a CLIP (or its ``.visual``, or an object with a ``.model`` CLIP).
-
-        Raises
-        ------
-        UnsupportedModelError
-            When the image tower is none of :data:`SUPPORTED_TOWERS`.
-        """
-        from .dispatch import tower_for  # the implementations import this module
-        return tower_for(model)
 
     # -- geometry ------------------------------------------------------------------------------
     @property
