@@ -87,6 +87,7 @@ class ReviewWidget(QWidget):
         self._skipped_bad: list[str] = []
         self._segmenting: int | None = None   # the image shown, while its segmentation runs
         self._segmented_config: dict[str, Any] | None = None
+        self._note = ""   # what the last action did, shown once the next image is in
 
         # -- folders, progress and navigation ----------------------------------------------
         folders = FoldersBox()
@@ -109,7 +110,7 @@ class ReviewWidget(QWidget):
         self.classes_edit.setPlaceholderText("one class per line (synonyms after ';')")
         self.classes_edit.setToolTip("The class list used to segment images without a draft "
                                      "(and by Run). Taken from the drafts' sidecars")
-        self.classes_edit.setMaximumHeight(110)
+        self.classes_edit.setMaximumHeight(170)
         self.classes_edit.textChanged.connect(self._on_classes_typed)
         self.run_button = QPushButton("Run on this image")
         self.run_button.setToolTip("Segment this image again with the class list; pixels you "
@@ -195,6 +196,12 @@ class ReviewWidget(QWidget):
         self._save_if_edited()
         self.images_edit.setText(str(images))
         self.drafts_edit.setText(str(drafts))
+        missing = [what for what, text in (("an images folder", str(images)),
+                                           ("a drafts folder", str(drafts))) if not text.strip()]
+        if missing:
+            self._set_status(f"Choose {' and '.join(missing)} (the folder `clipseg batch -o` "
+                             "wrote, or an empty one to draft into), then Open.", error=True)
+            return False
         if recursive is None:
             recursive = self.recursive.isChecked()
         self.recursive.setChecked(bool(recursive))
@@ -225,8 +232,8 @@ class ReviewWidget(QWidget):
             self._set_status(f"Opened {len(series)} images.")
         self.banner.setVisible(not series.writable)
         if start is None:
-            self._set_status(f"Every image of {series.images} is reviewed or skipped; "
-                             "showing the first.")
+            self._note = (f"Every image of {series.images} is reviewed or skipped; "
+                          "showing the first.")
             start = 0
         self.show_image(start)
         return True
@@ -279,7 +286,11 @@ class ReviewWidget(QWidget):
     def _sync_classes_text(self) -> None:
         if self.series is None or self._classes_edited:
             return
-        text = "\n".join(self.series.table.names)
+        names, _colors, synonyms = self.series.table.snapshot()
+        lines = ["; ".join(syn) if len(syn) > 1 else name for name, syn in zip(names, synonyms)]
+        text = "\n".join(lines)
+        if len(lines) == 1 and ";" in text:
+            text += ","  # one class with synonyms, not several classes (see parse_classes)
         if self.classes_edit.toPlainText() != text:
             self._filling_classes = True
             try:
@@ -413,7 +424,7 @@ class ReviewWidget(QWidget):
             labels = labels.astype(series.label_dtype())
         kwargs = self._table_kwargs(loaded.meta)
         kwargs["metadata"][EDITS_KEY] = loaded.edits.copy()
-        self.labels_layer = self.viewer.add_labels(labels.copy(), name=f"{item.base.name} draft",
+        self.labels_layer = self.viewer.add_labels(labels.copy(), name=f"{item.stem} draft",
                                                    opacity=0.6, **kwargs)
         self.tracker = EditTracker(self.labels_layer)
         self.labels_layer.events.paint.connect(self._schedule_instances)
@@ -422,12 +433,20 @@ class ReviewWidget(QWidget):
         self.legend.set_layer(self.labels_layer)
         self.viewer.layers.selection.active = self.labels_layer
         self.jobs.cache.pop(index, None)
+        note, self._note = self._note, ""
+        state = series.state(index)
         if loaded.warning:
-            self._set_status(loaded.warning, warn=True)
+            self._set_status(" ".join(filter(None, (note, loaded.warning))), warn=True)
         elif series.writable:
-            self._set_status(f"{item.name}: " + ("draft loaded; correct it, then Accept & next"
-                                                 if loaded.labels is not None
-                                                 else "no draft yet: segmenting…"))
+            if loaded.labels is None:
+                what = "no draft yet: segmenting…"
+            elif state == REVIEWED:
+                what = "reviewed already; corrections made now are saved when you leave it"
+            elif state == SKIPPED:
+                what = "skipped earlier; Accept & next reviews it after all"
+            else:
+                what = "draft loaded; correct it, then Accept & next"
+            self._set_status(" ".join(filter(None, (note, f"{item.name}: {what}"))))
         else:
             self._set_status(f"{item.name}: shown for viewing only (the drafts folder is "
                              "read-only)")
@@ -614,15 +633,21 @@ class ReviewWidget(QWidget):
         self._advance(f"{self.series[self.index].name}: skipped.")
 
     def _advance(self, message: str) -> None:
-        index = self.index
+        index, series = self.index, self.series
         self._update_progress()
-        if index + 1 < len(self.series):
+        if index + 1 < len(series):
+            self._note = f"{message} {series.progress_text()}."
             self.show_image(index + 1, 1)
-            self._set_status(message + f" {self.series.progress_text()}.")
+            return
+        first = series.resume_index()
+        if first is None:
+            self._note = (f"{message} Every image is reviewed or skipped "
+                          f"({series.progress_text()}): the dataset is ready for "
+                          f"`clipseg export {series.drafts} -o OUT`.")
         else:
-            self._reload_current()
-            self._set_status(message + f" That was the last image; "
-                             f"{self.series.progress_text()}.")
+            self._note = (f"{message} That was the last image; {series.progress_text()}. "
+                          f"Not reviewed yet: {series[first].name} (jump to {first + 1}).")
+        self._reload_current()
 
     def _reload_current(self) -> None:
         index = self.index
@@ -787,12 +812,12 @@ class ReviewWidget(QWidget):
         for button in (self.accept_button, self.skip_button):
             button.setEnabled(ready and writable and drafted)
         self.previous_button.setEnabled(ready and self.index is not None and self.index > 0)
-        self.run_button.setEnabled(ready)
+        self.run_button.setEnabled(ready and writable)
         self.jump_button.setEnabled(self.series is not None)
 
     def _set_status(self, text: str, error: bool = False, warn: bool = False) -> None:
         escaped = html.escape(text, quote=False)
         color = ERROR if error else WARN if warn else None
         self.status.setText(f"<span style='color:{color}'>{escaped}</span>" if color
-                            else escaped)
+                            else f"<span>{escaped}</span>")
 

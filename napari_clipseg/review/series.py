@@ -298,7 +298,11 @@ class ReviewSeries:
         self._states: dict[int, str] = {}
         self._bad: dict[int, str] = {}
         self._scanned = 0
-        self._by_name: dict[str, int] | None = None
+        self._by_name: dict[str, list[int]] | None = None
+        if self.items and not self.has_drafts():
+            self.warnings.append(f"No drafts in {self.drafts} yet: each image is segmented "
+                                 "when it opens, with the class list under Classes. Is this "
+                                 "the folder `clipseg batch -o` wrote?")
 
     # -- the list -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -327,20 +331,30 @@ class ReviewSeries:
                                         f"got {pos}")
             return pos - 1
         if self._by_name is None:
+            # every key an image answers to: its path, its draft name, and the same without
+            # the subfolders ("plate2/a.png" is also "a.png" and "a")
             self._by_name = {}
             for i, item in enumerate(self.items):
-                self._by_name.setdefault(item.name, i)
-                self._by_name.setdefault(item.stem, i)
-        if text in self._by_name:
-            return self._by_name[text]
-        hits = sorted({i for n, i in self._by_name.items() if n.startswith(text)})
+                for key in {item.name, item.stem, item.name.rsplit("/", 1)[-1],
+                            item.stem.rsplit("/", 1)[-1]}:
+                    self._by_name.setdefault(key, []).append(i)
+        hits = sorted(set(self._by_name.get(text, ())))
+        if not hits:
+            hits = sorted({i for n, ids in self._by_name.items() if n.startswith(text)
+                           for i in ids})
         if len(hits) == 1:
             return hits[0]
         if not hits:
             raise InvalidInputError(f"jump to: no image called {text!r} in {self.images}")
         shown = ", ".join(self.items[i].name for i in hits[:5])
         raise InvalidInputError(f"jump to: {text!r} matches {len(hits)} images ({shown}"
-                                f"{', ...' if len(hits) > 5 else ''}); type more of the name")
+                                f"{', ...' if len(hits) > 5 else ''}); type more of the name "
+                                "(its subfolder too) or its position")
+
+    def has_drafts(self, probe: int = 50) -> bool:
+        """Whether any of the first ``probe`` images has a draft (a sidecar) in the drafts
+        folder: False means a new or a wrong drafts folder."""
+        return any(io.sidecar_path(item.base).is_file() for item in self.items[:probe])
 
     # -- review states ------------------------------------------------------------------------
     def has_draft(self, index: int) -> bool:

@@ -241,6 +241,7 @@ def test_read_only_drafts_folder_is_reported_before_any_edit(dataset, open_revie
         viewer, w = open_review(images, drafts, writable=probe)
         assert "read-only" in w.banner.text() and w.banner.isVisibleTo(w)
         assert not w.accept_button.isEnabled() and not w.skip_button.isEnabled()
+        assert not w.run_button.isEnabled(), "a run's result could not be saved either"
         assert not w.labels_layer.editable  # no correction can be made, so none is lost
         press(viewer, "N")
         settle(qtbot, w)
@@ -377,3 +378,88 @@ def test_subfolders_are_reviewed_where_the_batch_drafted_them(tmp_path, open_rev
     w._open_clicked()
     settle(qtbot, w)
     assert [i.name for i in w.series.items] == ["s0.png"]
+
+
+def _shown(label) -> str:
+    """A QLabel's text as a person reads it (rich text rendered)."""
+    from qtpy.QtGui import QTextDocument
+
+    doc = QTextDocument()
+    doc.setHtml(label.text())
+    return doc.toPlainText()
+
+
+def test_status_lines_read_right_and_the_end_says_what_comes_next(dataset, open_review,  # noqa: F811
+                                                                  qtbot):
+    images, drafts = dataset
+    _viewer, w = open_review(images, drafts)
+    assert "then Accept & next" in _shown(w.status), _shown(w.status)
+    assert "&amp;" not in _shown(w.status)
+    assert "No drafts" not in _shown(w.warning)  # the batch's drafts are there
+    # the last image accepted while others are left: the status names the first of them
+    w.jump(str(N_IMAGES))
+    settle(qtbot, w)
+    w.accept_next()
+    settle(qtbot, w)
+    shown = _shown(w.status)
+    assert "That was the last image" in shown and "s0.png (jump to 1)" in shown, shown
+    assert "reviewed already" in shown  # the last image stays shown, with its new state
+    w.jump("1")
+    settle(qtbot, w)
+    for _ in range(N_IMAGES - 1):
+        w.accept_next()
+        settle(qtbot, w)
+    assert w.index == N_IMAGES - 1
+    w.accept_next()
+    settle(qtbot, w)
+    shown = _shown(w.status)
+    assert f"{N_IMAGES} of {N_IMAGES} reviewed" in shown and "clipseg export" in shown, shown
+
+
+def test_open_with_empty_fields_or_an_empty_drafts_folder_says_so(dataset, open_review,  # noqa: F811
+                                                                  tmp_path, qtbot):
+    images, drafts = dataset
+    _viewer, w = open_review("", "")
+    assert w.series is None
+    assert "Choose an images folder and a drafts folder" in _shown(w.status)
+    assert not w.open_folders(images, "")
+    assert "Choose a drafts folder" in _shown(w.status)
+    w.set_class_text("red circle\nblue square; blue box\nstripes")
+    assert w.open_folders(images, tmp_path / "new-drafts")
+    settle(qtbot, w)
+    shown = _shown(w.warning)  # the warnings line stays while images are segmented
+    assert "No drafts in" in shown and "segmented when it opens" in shown, shown
+
+
+def test_the_class_box_shows_the_drafts_synonyms(dataset, open_review, qtbot):  # noqa: F811
+    images, drafts = dataset
+    labels, meta = io.read_labels(drafts / "s0")
+    names = [c["name"] for c in sorted(meta["classes"], key=lambda c: c["label"])]
+    synonyms = [[n] for n in names]
+    synonyms[2] = [names[2], "striped"]
+    for name in [f"s{i}" for i in range(N_IMAGES)]:
+        lab, m = io.read_labels(drafts / name)
+        io.write_labels(drafts / name, lab, names, synonyms=synonyms, model=m["model"],
+                        config=m["config"], image_info=m["image"])
+    _viewer, w = open_review(images, drafts)
+    qtbot.waitUntil(lambda: not w._scan_timer.isActive(), timeout=10_000)
+    lines = w.class_text().splitlines()
+    assert lines[2] == f"{names[2]}; striped" and lines[0] == names[0]
+    from clipseg.text import parse_classes
+
+    parsed = parse_classes(w.class_text())
+    assert [c.name for c in parsed] == names and list(parsed[2].synonyms)[-1] == "striped"
+
+
+def test_jump_finds_images_in_subfolders_by_their_file_name(tmp_path):
+    from napari_clipseg.review.series import ReviewSeries
+
+    images = tmp_path / "images"
+    for name in ("plate1/a.png", "plate1/b.png", "plate2/a.png", "plate2/zz_last.png"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        (images / name).write_bytes(b"")
+    series = ReviewSeries(images, tmp_path / "drafts")
+    assert series.find("b") == 1 and series.find("b.png") == 1
+    assert series.find("zz") == 3 and series.find("plate2/a") == 2
+    with pytest.raises(Exception, match="matches 2 images.*plate1/a.png, plate2/a.png"):
+        series.find("a.png")
