@@ -112,7 +112,8 @@ class SettingsPanel(QWidget):
         self.pamr = self.main_form.widget("pamr").native
         self.short_side = self.advanced_form.widget("short_side").native
         self.batch_size = self.advanced_form.widget("batch_size").native
-        self.advanced = QCollapsible("Advanced")
+        # "▶" closed, "▼" open, as tree views and napari's own panels draw it
+        self.advanced = QCollapsible("Advanced", expandedIcon="▼", collapsedIcon="▶")
         self.advanced.addWidget(self.advanced_form.native)
         header = self.advanced.findChild(QPushButton)
         if header is not None:
@@ -167,10 +168,13 @@ class SettingsPanel(QWidget):
             text = "original size" if option == "short_side" and not value else f"{value:g}"
             self.advanced_form.set_none_text(option, f"model's value: {text}")
         toy = ("\nA toy trained on the synthetic shapes sample: it shows how the widget works "
-               "offline, it knows nothing about real images.") if is_toy(name) else ""
+               "offline, it knows nothing about real images.") \
+            if is_toy(name) and "toy" not in entry.description.lower() else ""
+        size = (f"images resized to a short side of {entry.short_side} pixels"
+                if entry.short_side else "images read at their own size")
         self.model.setToolTip(f"The CLIP model that reads the image and the class names.\n"
                               f"{entry.description}: windows of {entry.crop} pixels, "
-                              f"images resized to a short side of {entry.short_side}.{toy}")
+                              f"{size}.{toy}")
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
