@@ -133,3 +133,71 @@ def test_calibrate_takes_channels_by_name(tmp_path):
     swapped, _, _ = read_pairs(tmp_path / "img", tmp_path / "lab",
                                ChannelChoice.parse(["DAPI", "EGFP", "mCherry"]))
     np.testing.assert_allclose(swapped[0], expect[..., ::-1], atol=1e-6)
+
+
+def make_ome_zarr(folder, data, *, version="0.4", scale=(1.0, 0.5, 0.5),
+                  names=("DAPI", "EGFP", "mCherry")):
+    """A one-level OME-Zarr image (c, y, x) written with zarr: arrays + NGFF metadata."""
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(folder), mode="w", zarr_format=2 if version == "0.4" else 3)
+    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 16, 16))
+    array[...] = data
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "yx"]
+    ms = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": list(scale)}]}]}
+    omero = {"channels": [{"label": n} for n in names]}
+    if version == "0.4":
+        group.attrs.update({"multiscales": [{"version": "0.4", **ms}], "omero": omero})
+    else:
+        group.attrs.update({"ome": {"version": "0.5", "multiscales": [ms], "omero": omero}})
+    return folder
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_input_is_segmented_with_its_pixel_size(tmp_path, model_args, version):
+    _, rgb = _cells(tmp_path / "ref.ome.tif")
+    planes = np.stack([rgb[..., 2], rgb[..., 1], rgb[..., 0]])
+    src = make_ome_zarr(tmp_path / "cells.zarr", planes, version=version)
+    assert _run(src, tmp_path / "z", model_args, "--channels", "dyes") == EXIT_OK
+    assert _run(tmp_path / "ref.ome.tif", tmp_path / "t", model_args,
+                "--channels", "dyes") == EXIT_OK
+    labels, meta = io.read_labels(tmp_path / "z" / "cells")
+    ref, _ = io.read_labels(tmp_path / "t" / "ref.ome")
+    np.testing.assert_array_equal(labels, ref)       # the same pixels, read lazily from Zarr
+    assert meta["file"] == "cells.tif" and ome_sizes(tmp_path / "z" / "cells.tif") == \
+        (0.5, "µm", 0.5, "µm")
+    assert meta["pixel_size"]["source"] == "ome-zarr"
+    assert meta["channels"]["b"] == {"index": 0, "name": "DAPI"}
+
+
+def test_batch_finds_ome_zarr_folders(tmp_path, model_args):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    planes = np.moveaxis(scene(4), -1, 0).astype(np.uint16)
+    make_ome_zarr(folder / "a.zarr", planes)
+    Image.fromarray(scene(5)).save(folder / "b.png")
+    assert main(["batch", str(folder), "--classes", CLASSES, "-o", str(tmp_path / "out"),
+                 *model_args]) == EXIT_OK
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.clipseg.json")) == \
+        ["a.clipseg.json", "b.clipseg.json"]
+
+
+def test_ome_zarr_stack_and_missing_zarr_are_clear_errors(tmp_path, model_args, capsys,
+                                                          monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    src = tmp_path / "stack.zarr"
+    group = zarr.open_group(str(src), mode="w", zarr_format=2)
+    group.create_array("0", shape=(4, 20, 24), dtype=np.uint8)
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": [
+        {"name": "z", "type": "space"}, {"name": "y", "type": "space"},
+        {"name": "x", "type": "space"}], "datasets": [{"path": "0"}]}]})
+    assert _run(src, tmp_path / "o", model_args) == 1          # that image failed
+    assert "expected a 2-D image (axes yx or cyx" in (tmp_path / "o" /
+                                                      "clipseg-failures.log").read_text()
+    monkeypatch.setitem(__import__("sys").modules, "zarr", None)
+    from clipseg.apps.largeimage import open_image
+    from clipseg.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="expected the zarr package .* pip install zarr"):
+        open_image(src)

@@ -160,7 +160,8 @@ def discover(paths: Sequence[Path], output: Path, *, recursive: bool, walk: bool
         shared = output == root or output in root.parents  # --allow-output-in-input
 
         def taken(p: Path) -> bool:
-            if not (p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+            if not (p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                    or p.suffix.lower() == ".zarr" and p.is_dir()):  # OME-Zarr: a folder
                 return False
             if shared:
                 return not is_tool_output(p)
@@ -316,6 +317,13 @@ def segmenter_for(config: SegmentConfig) -> Any:
 
 def image_size(path: Path) -> tuple[int, int] | None:
     """``(H, W)`` from the file header without decoding pixels; None if unreadable."""
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        from .largeimage import zarr_data
+
+        try:
+            return tuple(int(v) for v in zarr_data(path).shape[:2])  # type: ignore[return-value]
+        except ClipSegError:
+            return None  # the worker that opens it reports why
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 

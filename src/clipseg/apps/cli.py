@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bat = sub.add_parser("batch", help="pre-label a folder (recursive, resumable)",
                          description="Segment every image under DIR (png, jpg, jpeg, tif, "
-                         "tiff, bmp, webp), mirroring its folders under OUT.")
+                         "tiff, bmp, webp, and OME-Zarr .zarr folders), mirroring its folders "
+                         "under OUT.")
     bat.add_argument("folder", type=Path, metavar="DIR")
     bat.add_argument("--no-recursive", dest="recursive", action="store_false",
                      help="only DIR itself, not its subfolders")

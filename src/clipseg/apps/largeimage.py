@@ -231,9 +231,62 @@ class _ChannelsLast:
         return np.moveaxis(np.asarray(self._data[:, rows, cols]), 0, -1)
 
 
+ZARR_INSTALL_HINT = "pip install zarr"
+
+
+def zarr_data(path: Path) -> Any:
+    """Channels-last lazy view of an OME-Zarr image's full-resolution array (NGFF 0.4/0.5).
+
+    Size-1 axes other than y and x are dropped; what is left must be ``(y, x)`` or
+    ``(c, y, x)`` (channels anywhere before y, x).
+
+    Raises
+    ------
+    InvalidInputError
+        zarr not installed, not an OME-Zarr image, or more than one plane (z, t > 1).
+    """
+    from ..formats.ome import _ngff_attributes
+
+    try:
+        import zarr
+    except ImportError:
+        raise InvalidInputError(f"{path}: expected the zarr package to read OME-Zarr, it is not "
+                                f"installed; run {ZARR_INSTALL_HINT}") from None
+    attrs = _ngff_attributes(path) or {}
+    multiscales = attrs.get("multiscales")
+    try:
+        ms = multiscales[0]
+        names = [str(a["name"] if isinstance(a, dict) else a).lower() for a in ms["axes"]]
+        dataset = str(ms["datasets"][0]["path"])
+    except (TypeError, KeyError, IndexError) as exc:
+        raise InvalidInputError(f"{path}: expected an OME-Zarr image (NGFF 0.4 or 0.5: "
+                                f"'multiscales' with 'axes' and 'datasets'), got none "
+                                f"({type(exc).__name__}: {exc}); give the image's own folder, "
+                                "not a plate or a collection") from None
+    try:
+        array = zarr.open_group(str(path), mode="r")[dataset]
+    except Exception as exc:  # zarr raises many types for a missing or bad array
+        raise InvalidInputError(f"{path}: expected the array {dataset!r} named by its "
+                                f"metadata, could not open it ({type(exc).__name__}: "
+                                f"{exc})") from None
+    shape = tuple(int(v) for v in array.shape)
+    if len(names) != len(shape):
+        raise InvalidInputError(f"{path}: expected {len(names)} axes ({''.join(names)}) as the "
+                                f"metadata says, got an array of shape {shape}")
+    keep = [i for i, (a, n) in enumerate(zip(names, shape)) if not (n == 1 and a not in "yx")]
+    axes = "".join(names[i] for i in keep)
+    if axes not in ("yx", "cyx"):
+        raise InvalidInputError(f"{path}: expected a 2-D image (axes yx or cyx once size-1 axes "
+                                f"are dropped), got axes {''.join(names)} of shape {shape}; "
+                                "extract one plane first")
+    data: Any = _Squeezed(array, shape, keep)
+    return _ChannelsLast(data) if axes == "cyx" else data
+
+
 def open_image(path: str | Path, *, channels: Any = None,
                contrast_limits: Any = None) -> ImageSource:
-    """Open an image file: TIFFs lazily, other formats (PNG, JPEG, BMP, WebP) decoded whole.
+    """Open an image file: TIFFs and OME-Zarr folders (``.zarr``) lazily, other formats (PNG,
+    JPEG, BMP, WebP) decoded whole.
 
     ``channels`` is ``(r, g, b)`` indices or a :class:`clipseg.channels.ChannelChoice` (names,
     ``dyes``), matched against the file's channel names; the file's pixel size and channel
@@ -245,6 +298,11 @@ def open_image(path: str | Path, *, channels: Any = None,
         Missing or undecodable file, or a layout that is not a 2-D image.
     """
     path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        from ..formats.ome import read_spatial
+
+        return ImageSource(path, zarr_data(path), channels=channels,
+                           contrast_limits=contrast_limits, spatial=read_spatial(path))
     if not path.is_file():
         if path.is_symlink():  # a loop, or a link to nothing
             raise InvalidInputError(f"{path}: expected an image file, got a symbolic link that "
