@@ -78,7 +78,7 @@ def test_names_for_a_file_without_channel_names_say_to_use_indices(tmp_path, mod
                                                                    capsys):
     src = tmp_path / "plain.tif"
     tifffile.imwrite(src, np.moveaxis(scene(1), -1, 0).astype(np.uint16),
-                     photometric="minisblack")
+                     photometric="minisblack", metadata={"axes": "CYX"})
     assert _run(src, tmp_path / "out", model_args, "--channels", "DAPI", "-", "-") == EXIT_USAGE
     assert "names none of its 3 channels" in capsys.readouterr().err
 

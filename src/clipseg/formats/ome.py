@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SpatialInfo", "SpatialWarning", "read_spatial", "to_micrometres", "UNITS",
-           "pixel_size_entry", "pixel_size_from_entry"]
+__all__ = ["SpatialInfo", "SpatialWarning", "read_spatial", "to_micrometres", "UNITS", "NO_UNIT",
+           "pixel_size_entry", "pixel_size_from_entry", "tiff_kwargs"]
 
 #: Length units understood (lower-cased, spaces removed), as micrometres per unit: OME's
 #: ``UnitsLength`` symbols, NGFF's UDUNITS names, ImageJ's ``unit`` spellings.
