@@ -46,6 +46,12 @@ def labels_layer_name(image_name: str) -> str:
     return f"{image_name} labels"
 
 
+def _units_kwargs(source: Any) -> dict[str, Any]:
+    """``units=`` of the source layer for a layer placed like it (nothing when it has none)."""
+    units = getattr(source, "units", ())
+    return {"units": tuple(units)} if units else {}
+
+
 def find_target(viewer: Any, image_name: str, label_shape: tuple[int, ...]) -> Any | None:
     """The existing Labels layer a re-run writes into, or None (a new layer is needed)."""
     from napari.layers import Labels
@@ -95,7 +101,8 @@ def apply_result(viewer: Any, result: JobResult, mode: str, ownership: Ownership
                                     config=flat)
         kwargs["metadata"][EDITS_KEY] = np.zeros(data.shape, dtype=bool)
         layer = viewer.add_labels(data, name=labels_layer_name(source.name), scale=source.scale,
-                                  translate=source.translate, opacity=0.6, **kwargs)
+                                  translate=source.translate, opacity=0.6,
+                                  **_units_kwargs(source), **kwargs)
         report = WriteReport(written=int(np.count_nonzero(data)), created=True)
     else:
         layer = target
@@ -158,5 +165,6 @@ def add_score_layers(viewer: Any, result: JobResult, labels_layer: Any) -> list[
                         name=f"clipseg {color}")
         out.append(viewer.add_image(data, name=layer_name, colormap=cmap, blending="additive",
                                     contrast_limits=(0.0, 1.0), scale=source.scale,
-                                    translate=source.translate, visible=False))
+                                    translate=source.translate, visible=False,
+                                    **_units_kwargs(source)))
     return out

@@ -55,6 +55,9 @@ class ImageSource:
         Index along ``plane_axes`` of the plane shown in the viewer.
     scale, translate : tuple of float
         World transform of the labels (one entry per axis of ``label_shape``).
+    units : tuple of str
+        The layer's ``units`` of those axes (``()`` when napari has none): with ``scale``
+        the physical pixel size the result layer takes over.
     level : int
         Resolution level used for a multiscale layer (0 otherwise).
     key : tuple
@@ -75,6 +78,7 @@ class ImageSource:
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     level: int = 0
+    units: tuple[str, ...] = ()
     key: tuple = field(default=(), compare=False)
     origin: tuple = field(default=(), compare=False)
 
@@ -260,6 +264,7 @@ def image_source(layer: Any, world_point: Sequence[float], *, channel_axis: int 
     keep = list(plane_axes) + list(spatial)
     scale = tuple(float(layer.scale[a] * factors[a]) for a in keep)
     translate = tuple(float(layer.translate[a]) for a in keep)
+    units = _units(layer, keep)
     limits = tuple(float(v) for v in layer.contrast_limits)
     if not limits[1] > limits[0]:
         raise InvalidInputError(f"{layer.name}: expected contrast limits low < high, got "
@@ -267,8 +272,17 @@ def image_source(layer: Any, world_point: Sequence[float], *, channel_axis: int 
     key = (id(layer), id(data), level, rgb, channel_axis, channels, limits)
     return ImageSource(name=layer.name, data=data, rgb=rgb, channel_axis=channel_axis,
                        channels=channels, contrast_limits=limits, plane_axes=plane_axes,
-                       current=current, scale=scale, translate=translate, level=level, key=key,
+                       current=current, scale=scale, translate=translate, level=level,
+                       units=units, key=key,
                        origin=((layer.unique_id, _shape(layer)),))
+
+
+def _units(layer: Any, axes: Sequence[int]) -> tuple[str, ...]:
+    """The layer's units of ``axes`` as text (``()`` before napari 0.5, which has none)."""
+    units = getattr(layer, "units", None)
+    if units is None:
+        return ()
+    return tuple(str(units[a]) for a in axes)
 
 
 def _shape(layer: Any) -> tuple[int, ...]:
@@ -348,5 +362,6 @@ def combined_source(layers: Sequence[Any | None], world_point: Sequence[float], 
         name=name, data=first.data, rgb=False, channel_axis=None, channels=None,
         contrast_limits=first.contrast_limits, plane_axes=first.plane_axes,
         current=first.current, scale=first.scale, translate=first.translate, level=0,
+        units=first.units,
         key=tuple(p.key if p is not None else None for p in parts),
         origin=tuple(o for p in parts if p is not None for o in p.origin), parts=tuple(parts))

@@ -31,13 +31,16 @@ def read_labels_layers(path: str | list[str]) -> list[LayerData]:
         ``data`` is ``(H, W)`` uint8/uint16/uint32 (TIFFs are read lazily); ``kwargs`` holds
         ``features`` (``index``, ``class``), a direct ``colormap``, ``metadata["clipseg"]``
         and ``metadata["clipseg_edits"]``: the human-edit mask, ``(H, W)`` bool (all False
-        for a result nobody edited), so a reopened draft keeps which pixels are a person's.
+        for a result nobody edited), so a reopened draft keeps which pixels are a person's;
+        with the sidecar's ``pixel_size``, ``scale`` and ``units`` (µm), so the draft
+        overlays its image at the right scale.
     """
     import numpy as np
 
     from clipseg.formats.io import output_base, read_labels
 
     from .labels_layer import EDITS_KEY, class_table_kwargs
+    from .spatial import layer_kwargs
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     out: list[LayerData] = []
@@ -53,5 +56,6 @@ def read_labels_layers(path: str | list[str]) -> list[LayerData]:
         kwargs["metadata"][EDITS_KEY] = (np.array(edits, dtype=bool) if edits is not None
                                          else np.zeros(labels.shape, dtype=bool))
         kwargs["name"] = output_base(p).name
+        kwargs.update(layer_kwargs(meta, labels.ndim))  # the pixel size as scale, in µm
         out.append((labels, kwargs, "labels"))
     return out

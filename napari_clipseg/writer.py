@@ -74,7 +74,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         ``NAME_z000.png`` (one leading axis) or ``NAME_000-001.png`` (several), each with its
         sidecar, since the format holds 2-D images.
     meta : dict
-        The layer's state (``features``, ``colormap``, ``metadata``, ``name``).
+        The layer's state (``features``, ``colormap``, ``metadata``, ``name``, ``scale``,
+        ``units``). A physical scale is recorded as the sidecar's ``pixel_size`` (and, in a
+        ``.tif``, as OME-XML; :func:`napari_clipseg.spatial.pixel_size_of`).
 
     Returns
     -------
@@ -99,6 +101,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         edits = edits.reshape(arr.shape) if edits.size == arr.size else None
     else:
         edits = None
+    from .spatial import pixel_size_of
+
+    pixel_size = pixel_size_of(meta.get("scale"), meta.get("units"))
     targets = [((), path)] if arr.ndim == 2 else _plane_paths(path, arr.shape[:-2])
     written: list[str] = []
     for index, target in targets:
@@ -108,5 +113,6 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         written += [str(p) for p in io_write(target, arr[index], names, colors=colors,
                                              synonyms=synonyms, model=info.get("model"),
                                              config=info.get("config"), image_info=image_info,
-                                             edits=None if edits is None else edits[index])]
+                                             edits=None if edits is None else edits[index],
+                                             pixel_size=pixel_size)]
     return written

@@ -528,10 +528,12 @@ class ReviewSeries:
             written.append(path)
         elif isinstance(meta.get("instances"), dict):
             extra["instances"] = meta["instances"]
+        if isinstance(meta.get("channels"), dict):
+            extra["channels"] = meta["channels"]  # which input channels made the picture
         written += io.write_labels(item.base, labels, names, colors=colors, synonyms=synonyms,
                                   model=meta.get("model", model),
                                   config=meta.get("config", config), image_info=info,
-                                  extra=extra, edits=edits)
+                                  extra=extra, edits=edits, pixel_size=_pixel_size(meta))
         self._states[index] = state
         return written
 
@@ -560,3 +562,14 @@ class ReviewSeries:
     def bad(self, index: int) -> str:
         """Why image ``index``'s sidecar could not be read (empty when it could)."""
         return self._bad.get(index, "")
+
+
+def _pixel_size(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The draft's ``pixel_size`` (µm, with its source), kept when a review rewrites it."""
+    from clipseg.formats.ome import pixel_size_from_entry
+
+    entry = meta.get("pixel_size")
+    size: dict[str, Any] | None = pixel_size_from_entry(entry)  # type: ignore[assignment]
+    if size is not None and isinstance(entry.get("source"), str):
+        size["source"] = entry["source"]
+    return size

@@ -247,3 +247,23 @@ def test_folder_writable_tries_for_real(tmp_path):
     assert folder_writable(tmp_path)
     assert not folder_writable(tmp_path / "missing")
     assert not list(tmp_path.iterdir())  # the probe leaves nothing behind
+
+
+def test_a_reviewed_microscopy_draft_keeps_its_pixel_size_and_channels(dataset):
+    from clipseg.formats import ome
+
+    images, drafts = dataset
+    side = json.loads((drafts / "s1.clipseg.json").read_text())
+    side["pixel_size"] = {"y": 0.4, "x": 0.325, "unit": "µm", "source": "ome-tiff"}
+    side["channels"] = {"names": ["DAPI", "EGFP", "mCherry"], "given": "dyes"}
+    (drafts / "s1.clipseg.json").write_text(json.dumps(side))
+    series = ReviewSeries(images, drafts)
+    loaded = series.load(1)
+    written = series.save(1, loaded.labels, loaded.edits, REVIEWED, meta=loaded.meta)
+    assert {p.name for p in written} == {"s1.tif", "s1.clipseg.json"}
+    assert not (drafts / "s1.png").exists()
+    meta = io.read_sidecar(drafts / "s1")
+    assert meta["pixel_size"] == side["pixel_size"] and meta["channels"] == side["channels"]
+    info = ome.read_spatial(drafts / "s1.tif")
+    assert (info.y, info.x) == pytest.approx((0.4, 0.325))
+    np.testing.assert_array_equal(io.read_labels(drafts / "s1")[0], loaded.labels)

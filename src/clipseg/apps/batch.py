@@ -16,7 +16,10 @@ Output of a job whose source is ``DIR/sub/a.jpg`` (``OUT`` mirrors the input fol
 
 A GeoTIFF input's georeferencing (:func:`clipseg.formats.geo.read_georeference`) is copied to
 the label TIFF (always a TIFF then) and the scores file, recorded in the sidecar as ``"geo"``,
-and its no-data pixels become label 0.
+and its no-data pixels become label 0. A microscopy input's physical pixel size (OME-TIFF,
+ImageJ TIFF: :func:`clipseg.formats.ome.read_spatial`) goes the same way: into the label TIFF
+(a TIFF then) as OME-XML and resolution tags, the scores file, and the sidecar's
+``"pixel_size"``; the channels chosen with ``--channels`` are recorded as ``"channels"``.
 
 Every sidecar a run writes records the review state "draft" (:mod:`clipseg.formats.review`).
 An output a person has reviewed, skipped or edited (its sidecar says so) is never replaced:
@@ -81,7 +84,7 @@ class RunOptions:
     coco: Path | None = None
     progress: bool = True
     retries: int = 2
-    channels: tuple[int | None, ...] | None = None
+    channels: Any = None              # (r, g, b) indices or a clipseg.channels.ChannelChoice
     contrast_limits: tuple[float, float] | None = None
     vector: bool = False              # --vector: polygons as GeoJSON (see vector_path)
     vector_file: Path | None = None   # --vector FILE for a one-image run
@@ -157,7 +160,8 @@ def discover(paths: Sequence[Path], output: Path, *, recursive: bool, walk: bool
         shared = output == root or output in root.parents  # --allow-output-in-input
 
         def taken(p: Path) -> bool:
-            if not (p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+            if not (p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                    or p.suffix.lower() == ".zarr" and p.is_dir()):  # OME-Zarr: a folder
                 return False
             if shared:
                 return not is_tool_output(p)
@@ -243,11 +247,24 @@ def vector_path(job: Job, options: RunOptions) -> Path | None:
     return options.vector_file or job.base.with_name(job.base.name + VECTOR_SUFFIX)
 
 
-def _scores_tiff_kwargs(k: int, tiff_tags: Sequence[tuple] | None) -> dict[str, Any]:
-    """One page of ``k`` bands (planar) and the label tags less GDAL_NODATA (labels only)."""
+def _scores_tiff_kwargs(k: int, tiff_tags: Sequence[tuple] | None,
+                        pixel_size: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One page of ``k`` bands (planar), the label tags less GDAL_NODATA (labels only) and
+    the pixel size as resolution tags."""
+    from ..formats.ome import tiff_kwargs
+
     tags = [t for t in tiff_tags or () if t[0] != 42113]
+    size = tiff_kwargs(pixel_size)
     return {"photometric": "minisblack", "extratags": tags,
-            **({"planarconfig": "separate"} if k > 1 else {})}
+            **({"planarconfig": "separate"} if k > 1 else {}),
+            **{key: size[key] for key in ("resolution", "resolutionunit") if key in size}}
+
+
+def spatial_outputs(source: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(pixel size or None, sidecar extra)`` of an open input (:mod:`clipseg.formats.ome`):
+    its physical pixel size and which of its channels became r, g, b."""
+    entry = source.channel_entries()
+    return source.pixel_size(), ({"channels": entry} if entry is not None else {})
 
 
 def geo_outputs(job: Job) -> tuple[Any, list[tuple] | None, dict[str, Any]]:
@@ -300,6 +317,13 @@ def segmenter_for(config: SegmentConfig) -> Any:
 
 def image_size(path: Path) -> tuple[int, int] | None:
     """``(H, W)`` from the file header without decoding pixels; None if unreadable."""
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        from .largeimage import zarr_data
+
+        try:
+            return tuple(int(v) for v in zarr_data(path).shape[:2])  # type: ignore[return-value]
+        except ClipSegError:
+            return None  # the worker that opens it reports why
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -363,6 +387,8 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     nodata = geo.nodata if geo is not None else None
     with open_image(job.source, channels=options.channels,
                     contrast_limits=options.contrast_limits) as source:
+        pixel_size, more = spatial_outputs(source)
+        extra = {**extra, **more}
         if wants_tiling(source.shape, config, options):
             from .largeimage import pamr_halo, plan_tiles, segment_tile
 
@@ -375,7 +401,7 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
                        for t in tiles)
             write_tiled(job, source.shape, config, classes, options, results,
                         image_info=_info(job, source), tiff_tags=tags, extra=extra,
-                        nodata=nodata)
+                        nodata=nodata, pixel_size=pixel_size)
             write_vector(job, options, classes, geo)
             return True
         refusal = job_refusal(job, source.shape, config, classes, options)
@@ -394,7 +420,7 @@ def _segment_and_write(job: Job, config: SegmentConfig, classes: Sequence[ClassS
     labels = result.labels if keep is None or keep.all() else np.where(keep, result.labels, 0)
     write_result(job, labels, result.probs if options.scores else None, config, classes,
                  model_name=result.model_name, image_info=info, tiff_tags=tags, extra=extra,
-                 instances=options.instances)
+                 instances=options.instances, pixel_size=pixel_size)
     write_vector(job, options, classes, geo)
     return False
 
@@ -465,24 +491,26 @@ def _arch(config: SegmentConfig) -> str:
 
 
 def _check_channels(job: Job, options: RunOptions) -> None:
-    """``--channels`` against the channels of the run's first image (one open, lazy for TIFF).
-
-    An unreadable first image is left to its own job to report."""
+    """``--channels`` (indices, names, ``dyes``) against the run's first image (one open,
+    lazy for TIFF). An unreadable first image is left to its own job to report."""
+    from ..channels import ChannelChoice
     from .largeimage import open_image
 
     try:
-        with open_image(job.source) as source:
-            shape = tuple(source.data.shape)
+        source = open_image(job.source)
     except ClipSegError:
         return
-    count = shape[2] if len(shape) == 3 else 1
-    bad = [c for c in options.channels or () if c is not None and not -count <= c < count]
-    if bad:
-        given = " ".join("none" if c is None else str(c) for c in options.channels)
-        raise InvalidConfigError(
-            f"--channels: expected indices in {-count}..{count - 1} (the first image, "
-            f"{job.name}, has {count} channel{'s' if count != 1 else ''}), got {given}; "
-            "count channels from 0")
+    choice = options.channels
+    if not isinstance(choice, ChannelChoice):
+        choice = ChannelChoice(slots=tuple(choice or ()))
+    shape = tuple(source.data.shape)
+    names = source.spatial.channel_names if source.spatial is not None else ()
+    source.close()
+    try:
+        choice.resolve(names, shape[2] if len(shape) == 3 else 1,
+                       f"the first image, {job.name},")
+    except InvalidInputError as exc:
+        raise InvalidConfigError(str(exc)) from None
 
 
 def preflight(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[ClassSpec],
@@ -540,12 +568,14 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
                  classes: Sequence[ClassSpec], *, model_name: str | None,
                  image_info: dict[str, Any], tiff_tags: Sequence[tuple] | None = None,
                  extra: dict[str, Any] | None = None,
-                 instances: InstanceOptions | None = None) -> list[Path]:
+                 instances: InstanceOptions | None = None,
+                 pixel_size: dict[str, Any] | None = None) -> list[Path]:
     """Write an in-memory result: scores and instances first (if any), then labels, then the
     sidecar (which records the review state "draft").
 
     ``tiff_tags`` (tifffile ``extratags``) go into the label TIFF (a TIFF then) and the scores
-    file; ``extra`` are more sidecar keys.
+    file; ``extra`` are more sidecar keys; ``pixel_size`` (µm, the input's: the labels have
+    its size) goes into the sidecar, the label TIFF (a TIFF then) and the scores file.
     """
     import tifffile
 
@@ -555,7 +585,7 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
     if probs is not None:
         sp = scores_path(job.base)
         data = np.asarray(probs, dtype=np.float16)
-        kwargs = _scores_tiff_kwargs(data.shape[0], tiff_tags)
+        kwargs = _scores_tiff_kwargs(data.shape[0], tiff_tags, pixel_size)
         io.atomic_write(sp, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib",
                                                          **kwargs))
         extra["scores"] = sp.name
@@ -568,7 +598,7 @@ def write_result(job: Job, labels: np.ndarray, probs: np.ndarray | None, config:
     target = job.base.with_name(job.base.name + ".tif") if len(names) > 255 else job.base
     return io.write_labels(target, labels, names, synonyms=synonyms, model=model_name,
                            config=config, image_info=image_info, extra=extra,
-                           tiff_tags=tiff_tags)
+                           tiff_tags=tiff_tags, pixel_size=pixel_size)
 
 
 def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
@@ -576,16 +606,18 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
                 options: RunOptions, results: Any, *,
                 image_info: dict[str, Any], tiff_tags: Sequence[tuple] | None = None,
                 extra: dict[str, Any] | None = None,
-                nodata: float | None = None) -> list[Path]:
+                nodata: float | None = None,
+                pixel_size: dict[str, Any] | None = None) -> list[Path]:
     """Stream tile results into memory-mapped TIFFs, then publish them and the sidecar.
 
     ``results`` yields ``(Tile, TileResult)``; labels go to ``NAME.tif`` (uncompressed,
-    so the plugin can map it lazily), probabilities to ``NAME.scores.tif``. ``tiff_tags`` go
-    into both files, ``extra`` into the sidecar; pixels where the input equals ``nodata``
-    (every band) get label 0.
+    so the plugin can map it lazily), probabilities to ``NAME.scores.tif``. ``tiff_tags``
+    and ``pixel_size`` go into both files, ``extra`` into the sidecar; pixels where the input
+    equals ``nodata`` (every band) get label 0.
     """
     import tifffile
 
+    from ..formats.ome import pixel_size_entry, tiff_kwargs
     from .largeimage import stream_tiles
 
     height, width = shape
@@ -602,9 +634,10 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     with io.atomic_path(label_path) as tmp_labels, \
             (io.atomic_path(sp) if options.scores else nullcontext()) as tmp_scores:
         labels = tifffile.memmap(tmp_labels, shape=(height, width), dtype=io.label_dtype(k),
-                                 photometric="minisblack", extratags=list(tiff_tags or ()))
+                                 photometric="minisblack", extratags=list(tiff_tags or ()),
+                                 **tiff_kwargs(pixel_size))
         scores = (tifffile.memmap(tmp_scores, shape=(k, height, width), dtype=np.float16,
-                                  **_scores_tiff_kwargs(k, tiff_tags))
+                                  **_scores_tiff_kwargs(k, tiff_tags, pixel_size))
                   if tmp_scores is not None else None)
         model_name = stream_tiles(results, labels, scores)
         if nodata is not None:
@@ -620,6 +653,8 @@ def write_tiled(job: Job, shape: tuple[int, int], config: SegmentConfig,
     names, synonyms = class_entries(classes)
     info = dict(image_info, tiled=True, tile_size=options.tile_size)
     extra = dict(extra or {}, **({"scores": sp.name} if options.scores else {}))
+    if pixel_size is not None:
+        extra["pixel_size"] = pixel_size_entry(pixel_size)
     if options.instances is not None:
         extra["instances"] = write_instances(job.base, io.read_tiff(label_path, lazy=True),
                                              classes, options.instances)

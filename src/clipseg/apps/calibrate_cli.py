@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidConfigError, InvalidInputError
+from .cliopts import add_channels_argument, channel_choice
 
 #: Per-layer features measured: block keys, queries, values (of ``ln_1(x_{i-1})``) and the
 #: block output ``x_i``.
@@ -31,9 +32,21 @@ def _read_array(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def read_pairs(image_dir: Path, mask_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                        list[str]]:
-    """Images and masks matched by file stem (``a.jpg`` with ``a.png``/``a.tif``)."""
+def _read_image(path: Path, channels: Any) -> np.ndarray:
+    """An image as stored, or with ``--channels`` its chosen channels as RGB (names and dye
+    presets matched against the file's channel names, as in ``clipseg segment``)."""
+    if channels is None:
+        return _read_array(path)
+    from .largeimage import open_image
+
+    with open_image(path, channels=channels) as source:
+        return source.read()
+
+
+def read_pairs(image_dir: Path, mask_dir: Path, channels: Any = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Images and masks matched by file stem (``a.jpg`` with ``a.png``/``a.tif``);
+    ``channels``: a :class:`clipseg.channels.ChannelChoice` applied to every image."""
     for folder in (image_dir, mask_dir):
         if not Path(folder).is_dir():
             raise InvalidInputError(f"expected a folder, got {folder}")
@@ -42,7 +55,7 @@ def read_pairs(image_dir: Path, mask_dir: Path) -> tuple[list[np.ndarray], list[
     images, labels, names = [], [], []
     for path in sorted(Path(image_dir).iterdir()):
         if path.suffix.lower() in _IMAGE_EXT and path.stem in masks:
-            images.append(_read_array(path))
+            images.append(_read_image(path, channels))
             labels.append(_read_array(masks[path.stem]))
             names.append(path.stem)
     if not images:
@@ -69,6 +82,7 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--ignore", type=int, nargs="+", default=None,
                    help="mask values that are not classes (default 0; 255 with --data)")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    add_channels_argument(p)
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument("--crop", type=int, default=None)
     p.add_argument("--pairs", type=int, default=4096)
@@ -88,7 +102,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InvalidConfigError(f"--limit: expected a positive integer, got {args.limit}")
+    channels = channel_choice(args)
     if args.data is not None:
+        if channels is not None:
+            raise InvalidConfigError("--channels: expected image files (--images), got a "
+                                     "benchmark (--data), whose images are RGB already")
         from .datasets import open_dataset
         key, sep, root = args.data.partition("=")
         if not sep or not root:
@@ -101,7 +119,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if args.masks is None:
             raise InvalidConfigError("--masks: expected a folder of label images with --images, "
                                      "got none")
-        images, masks, _ = read_pairs(args.images, args.masks)
+        images, masks, _ = read_pairs(args.images, args.masks, channels)
         images, masks = images[: args.limit], masks[: args.limit]
         ignore = args.ignore if args.ignore is not None else [0]
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None

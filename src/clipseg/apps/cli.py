@@ -33,7 +33,13 @@ from typing import Any
 
 from ..config import READOUTS
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
-from .cliopts import _optional, add_config_arguments, config_from_args, load_options_file
+from .cliopts import (
+    add_channels_argument,
+    add_config_arguments,
+    channel_choice,
+    config_from_args,
+    load_options_file,
+)
 from .export import add_instance_arguments, instance_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,9 +75,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
                      help="skip images whose outputs are complete and made with the same "
                           f"options and classes (default: {'on' if resume_default else 'off'})")
     conv = p.add_argument_group("image conversion (clipseg.image.as_rgb01)")
-    conv.add_argument("--channels", type=_optional(int), nargs=3, metavar=("R", "G", "B"),
-                      help="input channels that become R, G, B ('none' = empty), e.g. for "
-                           "multichannel microscopy")
+    add_channels_argument(conv)
     conv.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
                       help="values mapped to 0 and 1 (default: 8-bit /255, other data "
                            "stretched over the whole image's range)")
@@ -121,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bat = sub.add_parser("batch", help="pre-label a folder (recursive, resumable)",
                          description="Segment every image under DIR (png, jpg, jpeg, tif, "
-                         "tiff, bmp, webp), mirroring its folders under OUT.")
+                         "tiff, bmp, webp, and OME-Zarr .zarr folders), mirroring its folders "
+                         "under OUT.")
     bat.add_argument("folder", type=Path, metavar="DIR")
     bat.add_argument("--no-recursive", dest="recursive", action="store_false",
                      help="only DIR itself, not its subfolders")
@@ -191,9 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise InvalidConfigError(f"--contrast-limits: expected LOW HIGH, finite with LOW < "
                                      f"HIGH, got {low:g} {high:g}")
-    if args.channels is not None and all(c is None for c in args.channels):
-        raise InvalidConfigError("--channels: expected at least one channel index, got none "
-                                 "none none")
+    channels = channel_choice(args)  # checked against the first image by preflight
     # the output-path policy (clipseg.apps.outputs), before any image or model is touched
     given = [args.folder] if args.walk else list(args.images)
     tree = InputTree.of(given, walk=args.walk)
@@ -211,7 +214,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          model_configs=tuple(str(p.resolve()) for p in args.model_config),
                          coco=coco,
                          progress=not args.quiet, retries=args.retries,
-                         channels=tuple(args.channels) if args.channels else None,
+                         channels=channels,
                          contrast_limits=tuple(args.contrast_limits) if args.contrast_limits
                          else None, vector=args.vector is not None, vector_file=vector_file,
                          instances=instances)

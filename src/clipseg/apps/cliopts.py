@@ -16,7 +16,8 @@ from typing import Any
 from ..config import OptionSpec, SegmentConfig, option_specs
 from ..errors import InvalidConfigError
 
-__all__ = ["add_config_arguments", "config_from_args", "config_overrides", "load_options_file"]
+__all__ = ["add_config_arguments", "config_from_args", "config_overrides", "load_options_file",
+           "add_channels_argument", "channel_choice"]
 
 _NONE_WORDS = ("none", "null", "model", "default")
 _TYPES = {"int": int, "float": float, "str": str}
@@ -78,6 +79,29 @@ def _argument(spec: OptionSpec) -> dict[str, Any]:
         else:
             kwargs["metavar"] = base.__name__.upper() + ("|none" if spec.optional else "")
     return kwargs
+
+
+CHANNELS_HELP = ("input channels that become R, G, B: three channel indices (0-based) or "
+                 "channel names read from the file (OME-TIFF, ImageJ, OME-Zarr), 'none' or '-' "
+                 "for a black slot (e.g. '2 1 0', 'mCherry GFP DAPI', '- GFP DAPI'); or slots "
+                 "by name ('g=GFP b=DAPI'); or 'dyes': each channel named after a known dye "
+                 "to its colour (DAPI, Hoechst -> blue; GFP, FITC, Alexa 488 -> green; "
+                 "mCherry, TRITC, Cy3, Alexa 568 -> red; Cy5, Alexa 647 -> red when no red "
+                 "dye is present; docs/microscopy.md)")
+
+
+def add_channels_argument(parser: Any) -> None:
+    """``--channels``, declared here once for ``segment``, ``batch`` and ``calibrate``; read
+    it with :func:`channel_choice`."""
+    parser.add_argument("--channels", nargs="+", metavar="CH", help=CHANNELS_HELP)
+
+
+def channel_choice(args: argparse.Namespace) -> Any:
+    """The parsed ``--channels`` (a :class:`clipseg.channels.ChannelChoice`), or None."""
+    from ..channels import ChannelChoice
+
+    words = getattr(args, "channels", None)
+    return None if words is None else ChannelChoice.parse(words)
 
 
 _GROUP_TITLES = {"model": "model options", "readout": "readout options (the method)",

@@ -39,6 +39,7 @@ from .batch import (
     image_size,
     is_complete,
     process_job,
+    spatial_outputs,
     vector_path,
     wants_tiling,
     write_tiled,
@@ -243,6 +244,7 @@ def _run_tiled(client: Any, job: Job, config: SegmentConfig, classes: Sequence[C
                         contrast_limits=options.contrast_limits) as source:
             shape, limits, info = source.shape, source.contrast_limits(), {
                 "path": str(job.source), "name": job.name, "dtype": str(source.dtype)}
+            pixel_size, more = spatial_outputs(source)
         window = resolve_config(config).window
         crop, stride = window.crop, window.stride
         tiles = plan_tiles(*shape, options.tile_size, crop, stride, pamr_halo(config))
@@ -252,7 +254,8 @@ def _run_tiled(client: Any, job: Job, config: SegmentConfig, classes: Sequence[C
         results = (fut.result() for fut in as_completed(futures))
         geo, tags, extra = geo_outputs(job)
         write_tiled(job, shape, config, classes, options, results, image_info=info,
-                    tiff_tags=tags, extra=extra, nodata=geo.nodata if geo else None)
+                    tiff_tags=tags, extra={**extra, **more},
+                    nodata=geo.nodata if geo else None, pixel_size=pixel_size)
         write_vector(job, options, classes, geo)
     except Exception as exc:  # reported in the summary; the run goes on
         return Outcome(job.name, "failed", f"{type(exc).__name__}: {exc}",

@@ -54,11 +54,13 @@ class ImageSource:
         region is converted exactly as the whole image would be.
     """
 
-    def __init__(self, path: Path, data: Any, *, channels: Sequence[int | None] | None = None,
-                 contrast_limits: Any = None, closer: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: Path, data: Any, *, channels: Any = None,
+                 contrast_limits: Any = None, closer: Callable[[], None] | None = None,
+                 spatial: Any = None) -> None:
         self.path = Path(path)
         self.data = data
-        self.channels = channels
+        #: The file's pixel size and channel names (:class:`clipseg.formats.ome.SpatialInfo`)
+        self.spatial = spatial
         self._limits = contrast_limits
         self._closer = closer
         shape = tuple(int(v) for v in data.shape)
@@ -70,6 +72,45 @@ class ImageSource:
                                     f"{shape[0]} x {shape[1]} (data of shape {shape})")
         self.shape: tuple[int, int] = (shape[0], shape[1])
         self.dtype = np.dtype(data.dtype)
+        #: ``--channels`` as given (a :class:`clipseg.channels.ChannelChoice` or indices)
+        self.choice = channels
+        self.channels = self._resolve(channels, shape)
+
+    def _resolve(self, channels: Any, shape: tuple[int, ...]) -> Any:
+        """Channel names and presets matched against this file's channels."""
+        from ..channels import ChannelChoice
+
+        if not isinstance(channels, ChannelChoice):
+            return channels
+        if channels.indices is not None and len(shape) == 3:
+            return channels.indices  # as_rgb01 checks them
+        names = self.spatial.channel_names if self.spatial is not None else ()
+        count = shape[2] if len(shape) == 3 else 1
+        return channels.resolve(names, count, self.path.name)
+
+    def channel_entries(self) -> dict[str, Any] | None:
+        """The sidecar's ``"channels"``: the file's channel names and which input channel
+        (index, name) became r, g and b; None when none was chosen and the file names none."""
+        from ..channels import SLOTS, ChannelChoice
+
+        names = list(self.spatial.channel_names) if self.spatial is not None else []
+        if self.channels is None and not names:
+            return None
+        count = self.data.shape[2] if len(self.data.shape) == 3 else 1
+        names = names if len(names) == count else []
+        out: dict[str, Any] = {"names": names}
+        if self.channels is not None:
+            out["given"] = (self.choice.text() if isinstance(self.choice, ChannelChoice) else
+                            " ".join("none" if c is None else str(c) for c in self.channels))
+            for slot, c in zip(SLOTS, self.channels):
+                index = None if c is None else int(c) % count
+                out[slot] = None if index is None else {
+                    "index": index, "name": names[index] if names else None}
+        return out
+
+    def pixel_size(self) -> dict[str, Any] | None:
+        """The input's pixel size in µm (``{"y", "x"[, "z"], "source"}``), or None."""
+        return self.spatial.pixel_size() if self.spatial is not None else None
 
     def close(self) -> None:
         """Release the file handle of a lazily read TIFF."""
@@ -190,9 +231,66 @@ class _ChannelsLast:
         return np.moveaxis(np.asarray(self._data[:, rows, cols]), 0, -1)
 
 
-def open_image(path: str | Path, *, channels: Sequence[int | None] | None = None,
+ZARR_INSTALL_HINT = "pip install zarr"
+
+
+def zarr_data(path: Path) -> Any:
+    """Channels-last lazy view of an OME-Zarr image's full-resolution array (NGFF 0.4/0.5).
+
+    Size-1 axes other than y and x are dropped; what is left must be ``(y, x)`` or
+    ``(c, y, x)`` (channels anywhere before y, x).
+
+    Raises
+    ------
+    InvalidInputError
+        zarr not installed, not an OME-Zarr image, or more than one plane (z, t > 1).
+    """
+    from ..formats.ome import _ngff_attributes
+
+    try:
+        import zarr
+    except ImportError:
+        raise InvalidInputError(f"{path}: expected the zarr package to read OME-Zarr, it is not "
+                                f"installed; run {ZARR_INSTALL_HINT}") from None
+    attrs = _ngff_attributes(path) or {}
+    multiscales = attrs.get("multiscales")
+    try:
+        ms = multiscales[0]
+        names = [str(a["name"] if isinstance(a, dict) else a).lower() for a in ms["axes"]]
+        dataset = str(ms["datasets"][0]["path"])
+    except (TypeError, KeyError, IndexError) as exc:
+        raise InvalidInputError(f"{path}: expected an OME-Zarr image (NGFF 0.4 or 0.5: "
+                                f"'multiscales' with 'axes' and 'datasets'), got none "
+                                f"({type(exc).__name__}: {exc}); give the image's own folder, "
+                                "not a plate or a collection") from None
+    try:
+        array = zarr.open_group(str(path), mode="r")[dataset]
+    except Exception as exc:  # zarr raises many types for a missing or bad array
+        raise InvalidInputError(f"{path}: expected the array {dataset!r} named by its "
+                                f"metadata, could not open it ({type(exc).__name__}: "
+                                f"{exc})") from None
+    shape = tuple(int(v) for v in array.shape)
+    if len(names) != len(shape):
+        raise InvalidInputError(f"{path}: expected {len(names)} axes ({''.join(names)}) as the "
+                                f"metadata says, got an array of shape {shape}")
+    keep = [i for i, (a, n) in enumerate(zip(names, shape)) if not (n == 1 and a not in "yx")]
+    axes = "".join(names[i] for i in keep)
+    if axes not in ("yx", "cyx"):
+        raise InvalidInputError(f"{path}: expected a 2-D image (axes yx or cyx once size-1 axes "
+                                f"are dropped), got axes {''.join(names)} of shape {shape}; "
+                                "extract one plane first")
+    data: Any = _Squeezed(array, shape, keep)
+    return _ChannelsLast(data) if axes == "cyx" else data
+
+
+def open_image(path: str | Path, *, channels: Any = None,
                contrast_limits: Any = None) -> ImageSource:
-    """Open an image file: TIFFs lazily, other formats (PNG, JPEG, BMP, WebP) decoded whole.
+    """Open an image file: TIFFs and OME-Zarr folders (``.zarr``) lazily, other formats (PNG,
+    JPEG, BMP, WebP) decoded whole.
+
+    ``channels`` is ``(r, g, b)`` indices or a :class:`clipseg.channels.ChannelChoice` (names,
+    ``dyes``), matched against the file's channel names; the file's pixel size and channel
+    names are read too (:func:`clipseg.formats.ome.read_spatial`, ``source.spatial``).
 
     Raises
     ------
@@ -200,6 +298,11 @@ def open_image(path: str | Path, *, channels: Sequence[int | None] | None = None
         Missing or undecodable file, or a layout that is not a 2-D image.
     """
     path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        from ..formats.ome import read_spatial
+
+        return ImageSource(path, zarr_data(path), channels=channels,
+                           contrast_limits=contrast_limits, spatial=read_spatial(path))
     if not path.is_file():
         if path.is_symlink():  # a loop, or a link to nothing
             raise InvalidInputError(f"{path}: expected an image file, got a symbolic link that "
@@ -214,8 +317,15 @@ def open_image(path: str | Path, *, channels: Sequence[int | None] | None = None
         except (OSError, ValueError, KeyError, IndexError) as exc:  # tifffile's decode errors
             raise InvalidInputError(f"{path}: expected a readable TIFF, got "
                                     f"{type(exc).__name__}: {exc}") from exc
-        return ImageSource(path, data, channels=channels, contrast_limits=contrast_limits,
-                           closer=closer)
+        from ..formats.ome import read_spatial
+
+        try:
+            return ImageSource(path, data, channels=channels, contrast_limits=contrast_limits,
+                               closer=closer, spatial=read_spatial(path))
+        except BaseException:
+            if closer is not None:
+                closer()
+            raise
     return ImageSource(path, _decode_pil(path), channels=channels,
                        contrast_limits=contrast_limits)
 

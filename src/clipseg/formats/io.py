@@ -20,7 +20,10 @@ The sidecar is::
      "config": SegmentConfig.to_flat(),
      "config_hash": "...",          # see :func:`run_hash`; used by resumable batch runs
      "image": {"path": ..., "shape": [H, W], ...},
-     "edits": "NAME.edits.png"}     # optional: which pixels a person edited (see below)
+     "edits": "NAME.edits.png",     # optional: which pixels a person edited (see below)
+     "pixel_size": {"y": 0.325, "x": 0.325, "unit": "µm", "source": "ome-tiff"}}
+                                    # optional: the source image's physical pixel size
+                                    # (clipseg.formats.ome; also in a label TIFF's OME-XML)
 
 ``synonyms`` always lists every prompt of the class with the name first (the same order as
 :class:`clipseg.text.ClassSpec.synonyms`). ``image.shape`` is the shape of the label array.
@@ -356,15 +359,17 @@ def _write_png(tmp: Path, labels: np.ndarray, colors: Sequence[str]) -> None:
     img.save(tmp, format="PNG", transparency=0, optimize=False)
 
 
-def _write_tiff(tmp: Path, labels: np.ndarray,
-                tiff_tags: Sequence[tuple] | None = None) -> None:
+def _write_tiff(tmp: Path, labels: np.ndarray, tiff_tags: Sequence[tuple] | None = None,
+                pixel_size: Mapping[str, float] | None = None) -> None:
     import tifffile
+
+    from .ome import tiff_kwargs
 
     dtype = label_dtype(int(labels.max()) if labels.size else 0)
     big = labels.shape[0] >= 1024 and labels.shape[1] >= 1024
     tifffile.imwrite(tmp, labels.astype(dtype, copy=False), compression="zlib",
                      tile=(256, 256) if big else None, photometric="minisblack",
-                     extratags=list(tiff_tags or ()))
+                     extratags=list(tiff_tags or ()), **tiff_kwargs(pixel_size))
 
 
 def _check_edits(edits: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -435,7 +440,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
                  config: Any = None, image_info: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None,
                  edits: np.ndarray | None = None,
-                 tiff_tags: Sequence[tuple] | None = None) -> list[Path]:
+                 tiff_tags: Sequence[tuple] | None = None,
+                 pixel_size: Mapping[str, float] | None = None) -> list[Path]:
     """Write a label image and its sidecar (and the human-edit mask, if any), atomically.
 
     Parameters
@@ -469,6 +475,11 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
         Extra TIFF tags (tifffile ``extratags`` tuples), e.g. a GeoTIFF's georeferencing
         (:meth:`clipseg.formats.geo.GeoReference.label_tags`). Given (even empty), the label
         image is a TIFF whatever the largest label; an explicit ``.png`` is then an error.
+    pixel_size : {"y": µm, "x": µm[, "z": µm]}, optional
+        The source image's physical pixel size (:mod:`clipseg.formats.ome`), recorded in the
+        sidecar as ``"pixel_size"`` and, in a label TIFF, as OME-XML ``PhysicalSizeX/Y`` and
+        resolution tags. Given, the label image is a TIFF (so Fiji or QuPath open it at
+        scale) unless the name says ``.png``: a PNG cannot carry it, the sidecar still does.
 
     Returns
     -------
@@ -476,6 +487,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
         ``[label image path, sidecar path]``, with the edit mask path between them when one
         is written.
     """
+    if pixel_size is not None:
+        from .ome import pixel_size_entry
+
+        extra = {**(extra or {}), "pixel_size": pixel_size_entry(pixel_size)}
     meta_probe = make_sidecar(class_names, colors=colors, synonyms=synonyms, model=model,
                               config=config, image_info=image_info, extra=extra)
     arr = _check_labels(labels, len(meta_probe["classes"]))
@@ -488,7 +503,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
     elif given == ".png" and tiff_tags is not None:
         raise InvalidInputError(f"{path}: expected a .tif name for labels with TIFF tags "
                                 "(e.g. georeferencing), got .png")
-    elif tiff_tags is not None:
+    elif tiff_tags is not None or (pixel_size is not None and given != ".png"):
         image_path = base.with_name(base.name + ".tif")
     elif given == ".png" and max_label > 255:
         raise InvalidInputError(f"{path}: expected labels <= 255 for a PNG, got {max_label}; "
@@ -500,7 +515,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, class_names: Seque
     if image_path.suffix == ".png":
         atomic_write(image_path, lambda tmp: _write_png(tmp, arr, colors_hex))
     else:
-        atomic_write(image_path, lambda tmp: _write_tiff(tmp, arr, tiff_tags))
+        atomic_write(image_path, lambda tmp: _write_tiff(tmp, arr, tiff_tags, pixel_size))
     written = [image_path]
     mask_name = None
     if mask is not None and mask.any():
