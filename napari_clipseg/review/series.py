@@ -530,10 +530,18 @@ class ReviewSeries:
             extra["instances"] = meta["instances"]
         if isinstance(meta.get("channels"), dict):
             extra["channels"] = meta["channels"]  # which input channels made the picture
+        tiff_tags = None
+        if meta.get("geo"):  # a GeoTIFF's draft stays a GeoTIFF that overlays its image
+            from clipseg.formats.geo import read_georeference
+
+            geo = read_georeference(item.image)
+            if geo is not None:
+                tiff_tags, extra["geo"] = geo.label_tags(), geo.sidecar()
         written += io.write_labels(item.base, labels, names, colors=colors, synonyms=synonyms,
                                   model=meta.get("model", model),
                                   config=meta.get("config", config), image_info=info,
-                                  extra=extra, edits=edits, pixel_size=_pixel_size(meta))
+                                  extra=extra, edits=edits, pixel_size=_pixel_size(meta),
+                                  tiff_tags=tiff_tags)
         self._states[index] = state
         return written
 

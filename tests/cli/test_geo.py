@@ -205,3 +205,28 @@ def test_dask_run_writes_the_same_georeferenced_files(tmp_path, model_args, caps
     _check_tags(folder / "wide.tif", tmp_path / "dask" / "wide.tif")
     _check_tags(folder / "wide.tif", tmp_path / "dask" / "wide.scores.tif")
     assert (tmp_path / "dask" / "wide.geojson").is_file()
+
+
+def test_a_reviewed_geotiff_draft_stays_georeferenced(tmp_path, model_args):
+    """The review widget's save (napari_clipseg.review.series, no Qt) rewrites a batch draft:
+    the corrected label file must still overlay its image in a GIS."""
+    from clipseg.formats.review import REVIEWED, review_state
+    from napari_clipseg.review.series import ReviewSeries
+
+    images, drafts = tmp_path / "images", tmp_path / "drafts"
+    images.mkdir()
+    src, _image = _geo_scene(images / "tile.tif")
+    assert main(["batch", str(images), "--classes", CLASSES, "-o", str(drafts),
+                 *model_args]) == EXIT_OK
+    series = ReviewSeries(images, drafts)
+    loaded = series.load(0)
+    corrected = loaded.labels.copy()
+    corrected[10:20, 10:20] = 2
+    series.save(0, corrected, None, REVIEWED, meta=loaded.meta)
+    labels, meta = io.read_labels(drafts / "tile")
+    np.testing.assert_array_equal(labels, corrected)
+    assert review_state(meta) == REVIEWED and meta["file"] == "tile.tif"
+    assert meta["geo"]["crs_epsg"] == 32633
+    _check_tags(src, drafts / "tile.tif")
+    assert geo.read_georeference(drafts / "tile.tif").transform == \
+        geo.read_georeference(src).transform
