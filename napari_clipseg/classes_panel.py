@@ -183,9 +183,9 @@ class ClassesPanel(QWidget):
 
     def load_file(self, path: str | Path) -> None:
         """Read a class list from a UTF-8 text file (one class per line)."""
-        text = Path(path).read_text(encoding="utf-8")
-        lines = [ln.strip() for ln in text.splitlines()]
-        self.set_text("\n".join(ln for ln in lines if ln and not ln.startswith("#")))
+        from clipseg.text import class_file_text
+
+        self.set_text(class_file_text(Path(path).read_text(encoding="utf-8")))
 
     def save_file(self, path: str | Path) -> None:
         """Write the class list to a UTF-8 text file, one class per line."""

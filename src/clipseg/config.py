@@ -138,6 +138,9 @@ class OptionSpec:
     none: str | None
     widget: str
     step: float | None
+    #: the option has its own check, which then decides what is valid: ``choices`` are the
+    #: usual values (the widget's list), not all of them (``device`` also takes ``cuda:N``)
+    checked: bool = False
 
     @property
     def short_help(self) -> str:
@@ -193,7 +196,7 @@ def _specs_of(cls: type, group: str) -> list[OptionSpec]:
             help=meta["help"], label=meta["label"] or f.name.replace("_", " "),
             choices=meta["choices"], low=meta["low"], high=meta["high"],
             low_open=meta["low_open"], unit=meta["unit"], none=meta["none"],
-            widget=meta["widget"], step=meta["step"]))
+            widget=meta["widget"], step=meta["step"], checked=meta["check"] is not None))
     return out
 
 

@@ -28,7 +28,7 @@ from .text_cache import TextCache
 if TYPE_CHECKING:
     from .models.loading import LoadedModel
 
-__all__ = ["ClassSpec", "parse_classes", "TextEncoder", "class_logits"]
+__all__ = ["ClassSpec", "parse_classes", "class_file_text", "TextEncoder", "class_logits"]
 
 Template = Callable[[str], str] | str
 
@@ -95,6 +95,14 @@ def _check_unique(classes: list[ClassSpec]) -> None:
                     f"class list: expected distinct names (case-insensitive); {syn!r} is used by "
                     f"both class {other + 1} ({classes[other].name!r}) and class {index + 1} "
                     f"({spec.name!r})")
+
+
+def class_file_text(text: str) -> str:
+    """A class-list file's text without its comment lines (first character ``#``, after
+    spaces) and blank lines: what ``--classes-file`` and the widget's *Load…* hand to
+    :func:`parse_classes`."""
+    lines = (ln.strip() for ln in text.splitlines())
+    return "\n".join(ln for ln in lines if ln and not ln.startswith("#"))
 
 
 def parse_classes(text_or_list: str | Sequence[str | ClassSpec]) -> list[ClassSpec]:

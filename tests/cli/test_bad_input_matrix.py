@@ -66,6 +66,9 @@ FIXTURES = {
     "one.png": lambda folder, clip: save(folder / "one.png", np.full((1, 1, 3), 200, np.uint8)),
     "broken.png": lambda folder, clip: (folder / "broken.png").write_bytes(b"not an image"),
     "nan.safetensors": lambda folder, clip: _nan_weights(clip, folder / "nan.safetensors"),
+    "comments.txt": lambda folder, clip: (folder / "comments.txt").write_text(
+        "# classes.txt\n\n   # nothing else\n", encoding="utf-8"),
+    "empty/": lambda folder, clip: (folder / "empty").mkdir(),
 }
 
 

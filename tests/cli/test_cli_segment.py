@@ -55,7 +55,9 @@ def test_segment_writes_labels_sidecars_scores_and_coco(tmp_path, model_args, ti
 
 def test_classes_file_with_newlines_and_synonyms(tmp_path, model_args):
     image = save(tmp_path / "a.png", scene(3))
-    (tmp_path / "classes.txt").write_text("road; street\nbuilding\n\ntree, water\n")
+    (tmp_path / "classes.txt").write_text("# classes.txt (a comment, as in the docs)\n"
+                                          "road; street\nbuilding\n\n  # roads first\n"
+                                          "tree, water\n")
     code = main(["segment", str(image), "--classes-file", str(tmp_path / "classes.txt"),
                  "-o", str(tmp_path / "out"), "--no-coco", *model_args])
     assert code == EXIT_OK

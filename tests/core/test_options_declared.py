@@ -41,8 +41,24 @@ def test_each_option_has_its_generated_flag_with_its_help_and_choices():
         action = actions[f"cfg_{spec.name}"]
         assert spec.flag in action.option_strings
         assert spec.help.replace("%", "%%") in action.help
-        if spec.choices:
+        if spec.choices and spec.checked:  # the option's own check decides (cuda:N)
+            assert action.choices is None and all(c in action.metavar for c in spec.choices)
+        elif spec.choices:
             assert tuple(action.choices) == spec.choices
+
+
+def test_an_option_with_its_own_check_takes_more_than_its_listed_choices():
+    from clipseg.apps.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["segment", "a.png", "--classes", "a, b", "-o", "o",
+                              "--device", "cuda:1"])
+    assert config_from_args(args).model.device == "cuda:1"
+    args = parser.parse_args(["segment", "a.png", "--classes", "a, b", "-o", "o",
+                              "--device", "gpu"])
+    with pytest.raises(InvalidConfigError, match="device: expected one of auto, cpu, cuda, "
+                                                 "mps or 'cuda:N', got 'gpu'"):
+        config_from_args(args)
 
 
 @pytest.mark.parametrize("argv, name, bad", [

@@ -29,7 +29,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import READOUTS
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
@@ -105,14 +105,37 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, resume_default: bool) -> N
     add_config_arguments(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with whole option names only (``--pamr-iter`` is not ``--pamr-iterations``)
+    and a short answer to bad usage: the error, and where the full help is, not a usage
+    block of every flag. The subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        usage = self.format_usage().strip()
+        if usage.count("\n") > 3:  # a long command: its name and the way to its help
+            usage = f"usage: {self.prog} ... (`{self.prog} --help` lists every option)"
+        self.exit(EXIT_USAGE, f"{usage}\n{self.prog}: error: {message}\n")
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:  # argparse keeps its subcommands in its actions
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``clipseg`` parser (subcommands included)."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clipseg", description="Training-free open-vocabulary semantic segmentation "
-        "(CLIPSeg: CRA + DSI on a frozen CLIP). Exit status: 0 ok, 1 some image failed, "
-        "2 bad usage.")
+        "(CLIPSeg: CRA + DSI on a frozen CLIP). Exit status: 0 ok, 1 some image failed or "
+        "an output could not be written, 2 bad usage, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"clipseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -156,14 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
 # commands
 # --------------------------------------------------------------------------------------------
 def _read_classes(args: argparse.Namespace) -> list[Any]:
-    from ..text import parse_classes
+    from ..text import class_file_text, parse_classes
 
     if args.classes_file is not None:
         try:
-            text = Path(args.classes_file).read_text(encoding="utf-8")
+            text = class_file_text(Path(args.classes_file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"--classes-file: expected a readable UTF-8 text file, got "
                                     f"{args.classes_file}: {exc}") from exc
+        if not text:
+            raise InvalidInputError(f"--classes-file: expected class names, one per line, got "
+                                    f"{args.classes_file} with none (only blank lines and "
+                                    "'#' comments)")
     else:
         text = args.classes
     return parse_classes(text)
@@ -172,7 +199,7 @@ def _read_classes(args: argparse.Namespace) -> list[Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # option errors answer before anything heavy is imported
     from ..models.arch_configs import register_model_configs
-    from .batch import RunOptions, discover, run_jobs
+    from .batch import IMAGE_EXTENSIONS, RunOptions, discover, run_jobs
     from .outputs import InputTree, check_jobs, check_output_folder, check_writable
 
     register_model_configs(args.model_config)
@@ -205,6 +232,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = check_output_folder(args.output, tree, allow_in_input=allow)
     jobs = discover(given, args.output, recursive=args.recursive if args.walk else False,
                     walk=args.walk)
+    if not jobs and args.walk:  # a wrong folder: say so, not an empty coco.json and exit 0
+        where = "in it" if not args.recursive else "in it or its subfolders"
+        raise InvalidInputError(
+            f"expected images in {given[0]}, found none {where} (taken: "
+            f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files and OME-Zarr .zarr "
+            "folders; files under -o are never inputs). Check the folder"
+            + ("" if args.recursive else ", or drop --no-recursive"))
     coco = None if args.no_coco else (args.coco or args.output / "coco.json")
     check_jobs(jobs, tree=tree, output=out, coco=coco, allow_in_input=allow)
     check_writable(out)  # a read-only or forbidden folder stops the run here (exit 1)
@@ -270,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``clipseg`` command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args, extra = parser.parse_known_args(None if argv is None else list(argv))
+        if extra:  # answered by the subcommand: its usage, not the top level's
+            (_subparser(parser, args.command) or parser).error(
+                f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits on --help/--version (0) and on bad usage (2)
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     try:

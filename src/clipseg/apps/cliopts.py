@@ -73,7 +73,9 @@ def _argument(spec: OptionSpec) -> dict[str, Any]:
     else:
         base = _TYPES[spec.kind]
         kwargs["type"] = _optional(base) if spec.optional else base
-        if spec.choices:
+        if spec.choices and spec.checked:  # the usual values; the option's check decides
+            kwargs["metavar"] = "{" + ",".join(spec.choices) + ",...}"
+        elif spec.choices:
             kwargs["choices"] = spec.choices
             kwargs["metavar"] = "{" + ",".join(spec.choices) + "}"
         else:
