@@ -34,7 +34,7 @@ from typing import Any
 from ..config import READOUTS
 from ..errors import ClipSegError, InvalidConfigError, InvalidInputError
 from .cliopts import _optional, add_config_arguments, config_from_args, load_options_file
-from .export import add_instance_arguments, instance_options
+from .instance_flags import add_instance_arguments, instance_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
