@@ -400,6 +400,22 @@ def test_yolo_lines_are_normalised_polygons_of_the_objects(src, tmp_path, capsys
             assert _iou(drawn, lab == 0) < 0.05  # it is not the background
 
 
+def test_yolo_follows_the_split_recorded_with_the_instance_file(src, tmp_path, capsys):
+    images, drafts = src
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[25:40, 0:20] = 2
+    lab[0:2, 22:24] = 1  # only the 4-pixel red speck, below the split's min_area of 5
+    objects = np.zeros(SHAPE, np.uint32)
+    review(images, drafts, "im0", labels=lab,
+           instances=(objects, InstanceOptions(("red",), min_area=5)))
+    for i in (1, 2):
+        review(images, drafts, f"im{i}", SKIPPED)
+    code, err = export(capsys, drafts, tmp_path / "out", "--format", "yolo")
+    assert code == EXIT_OK, err
+    _, files = _yolo(tmp_path / "out")
+    assert [c for c, _ in files["im0"]] == [1]  # green; red is a thing with no object left
+
+
 # --------------------------------------------------------------------------------------------
 # class tables that differ between sidecars
 # --------------------------------------------------------------------------------------------

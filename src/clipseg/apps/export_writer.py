@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,15 @@ __all__ = ["ExportWriter", "MANIFEST"]
 
 #: The manifest: what an export wrote (read by the next ``--overwrite``), written last.
 MANIFEST = "clipseg-export.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    """How one image's objects were made: its thing labels (merged ids) and ``--min-area``."""
+
+    things: frozenset[int] = frozenset()
+    min_area: int = 0
+    watershed: bool = False
 
 
 class ExportWriter:
@@ -38,8 +48,8 @@ class ExportWriter:
         self.restale = 0
 
     # -- per image ---------------------------------------------------------------------------
-    def load(self, d: Draft) -> tuple[Any, Any, Any]:
-        """Merged labels, and (objects, owner) or None, of one result.
+    def load(self, d: Draft) -> tuple[Any, Any, Split]:
+        """Merged labels, (objects, owner) or None, and how they were split, of one result.
 
         Raises :class:`InvalidInputError` (naming the result and why) for anything unreadable.
         """
@@ -53,7 +63,7 @@ class ExportWriter:
             raise InvalidInputError(f"{d.rel}: expected readable label files, got "
                                     f"{type(exc).__name__}: {exc}") from exc
 
-    def _load(self, d: Draft) -> tuple[Any, Any, Any]:
+    def _load(self, d: Draft) -> tuple[Any, Any, Split]:
         import numpy as np
 
         from ..formats import io
@@ -74,37 +84,46 @@ class ExportWriter:
             raise InvalidInputError(f"{d.rel}: expected labels within its sidecar's "
                                     f"{lut.size - 1} classes, got {int(labels.max())}")
         merged = lut[labels].astype(io.label_dtype(len(self.merged)))
-        return merged, self._objects(d, meta, labels, merged), meta
+        return (merged, *self._objects(d, meta, labels, merged))
 
-    def _objects(self, d: Draft, meta: dict[str, Any], labels: Any, merged: Any) -> Any:
+    def _objects(self, d: Draft, meta: dict[str, Any], labels: Any, merged: Any
+                 ) -> tuple[Any, Split]:
         import tifffile
 
         from ..instances import instance_map, labels_digest, owner_of
 
         entry = meta.get("instances")
         names = [c["name"] for c in self.merged]
-        settings = None
+
+        def split_of(classes: Any, min_area: Any, watershed: Any = False) -> Split:
+            things = frozenset(names.index(str(n)) + 1 for n in classes if str(n) in names)
+            return Split(things, int(min_area), bool(watershed))
+
+        split = None
         if isinstance(entry, dict) and entry.get("file"):
             path = d.base.parent / str(entry["file"])
             if not path.is_file():
                 raise InvalidInputError(f"{d.rel}: its sidecar names the instance file "
                                         f"{entry['file']}, which is missing")
+            split = split_of(entry.get("classes", []), entry.get("min_area", 0),
+                             entry.get("watershed", False))
             if entry.get("labels_sha256") == labels_digest(labels):
                 objects = tifffile.imread(path)
                 if objects.shape != merged.shape:
                     raise InvalidInputError(f"{path}: expected instances of the labels' shape "
                                             f"{merged.shape}, got {objects.shape}")
-                return objects, owner_of(objects, merged)
+                owner = owner_of(objects, merged)
+                things = split.things | {int(v) for v in owner[1:] if v}
+                return (objects, owner), Split(frozenset(things), split.min_area,
+                                               split.watershed)
             self.restale += 1  # labels corrected after the split: split the corrected labels
-            settings = ([str(n) for n in entry.get("classes", [])],
-                        int(entry.get("min_area", 0)), bool(entry.get("watershed", False)))
         elif self.instances is not None:
-            settings = (list(self.instances.classes), self.instances.min_area,
-                        self.instances.watershed)
-        if settings is None:
-            return None
-        things = [names.index(n) + 1 for n in settings[0] if n in names]
-        return instance_map(merged, things, min_area=settings[1], watershed=settings[2])
+            split = split_of(self.instances.classes, self.instances.min_area,
+                             self.instances.watershed)
+        if split is None:
+            return None, Split()
+        return instance_map(merged, sorted(split.things), min_area=split.min_area,
+                            watershed=split.watershed), split
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -120,7 +139,7 @@ class ExportWriter:
         yolo_names = self._yolo_names()
         for d in self.chosen:
             try:
-                merged, objects, _ = self.load(d)
+                merged, objects, split = self.load(d)
             except InvalidInputError as exc:
                 self.report.left_out.append(d.rel)
                 self.note(f"not exported: {exc}")
@@ -136,7 +155,7 @@ class ExportWriter:
                 self.report.objects += int(np.count_nonzero(owner[1:]))
             inst_images.append((d.file_name, mask_path, obj_path))
             if "yolo" in self.formats:
-                self._write_yolo(yolo_names[d.rel], merged, objects)
+                self._write_yolo(yolo_names[d.rel], merged, objects, split)
             self.report.exported.append(d.rel)
         if not self.report.exported:
             raise InvalidInputError(f"export: expected at least one readable result, got none "
@@ -254,12 +273,11 @@ class ExportWriter:
             names[d.rel] = stem
         return names
 
-    def _write_yolo(self, stem: str, merged: Any, objects: Any) -> None:
+    def _write_yolo(self, stem: str, merged: Any, objects: Any, split: Split) -> None:
         from ..formats import io
         from ..formats.yolo import yolo_lines
 
-        lines = yolo_lines(merged, objects, min_area=self.instances.min_area
-                           if self.instances is not None else 0)
+        lines = yolo_lines(merged, objects, things=split.things, min_area=split.min_area)
         path = self.output / "labels" / (stem + ".txt")
         self._done(io.atomic_write_text(path, "".join(line + "\n" for line in lines)))
 

@@ -14,7 +14,7 @@ Needs scikit-image and SciPy, imported on first use.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["yolo_lines", "data_yaml"]
@@ -31,7 +31,8 @@ def data_yaml(classes: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def yolo_lines(labels: Any, objects: Any = None, *, min_area: int = 0) -> list[str]:
+def yolo_lines(labels: Any, objects: Any = None, *, things: Iterable[int] = (),
+               min_area: int = 0) -> list[str]:
     """YOLO-seg lines of one image: ``"class x1 y1 x2 y2 ..."`` per object, in 0..1.
 
     Parameters
@@ -39,10 +40,14 @@ def yolo_lines(labels: Any, objects: Any = None, *, min_area: int = 0) -> list[s
     labels : (H, W) integer ndarray
         Merged semantic labels (class ``k`` -> YOLO class ``k - 1``).
     objects : (instances, owner), optional
-        Objects of the thing classes; those classes are written one line per object, every
-        other class one line per connected region.
+        Objects (``owner[i]`` the label of object ``i``); written one line per object (per
+        connected piece of it).
+    things : iterable of int
+        The labels split into objects: their pixels outside every object (below the split's
+        ``min_area``) get no line. Every other label is written one line per connected region.
+        The owners of ``objects`` count as things too.
     min_area : int
-        Regions of fewer pixels are left out.
+        Regions and pieces of fewer pixels are left out.
 
     Each line is the outer boundary of one connected piece (:func:`skimage.measure.find_contours`
     at 0.5, simplified to half a pixel); holes are not represented (YOLO polygons have none).
@@ -54,12 +59,12 @@ def yolo_lines(labels: Any, objects: Any = None, *, min_area: int = 0) -> list[s
     lab = np.asarray(labels)
     height, width = lab.shape
     lines: list[str] = []
-    done_classes: set[int] = set()
+    done_classes = {int(v) for v in things}
     if objects is not None:
         inst, owner = objects
         inst = np.asarray(inst)
         owner = np.asarray(owner)
-        done_classes = {int(v) for v in owner[1:] if v}
+        done_classes |= {int(v) for v in owner[1:] if v}
         lines += _object_lines(inst, owner, height, width, min_area)
     for cls in (int(v) for v in np.unique(lab) if v and int(v) not in done_classes):
         regions = split_instances(lab == cls, min_area=min_area)
