@@ -72,15 +72,18 @@ def add_subparser(subparsers: Any) -> None:
         "tables are merged by name. Images are not copied.")
     p.add_argument("folder", type=Path, metavar="REVIEWED_DIR")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
-                   help="export folder (must not exist, be empty, or take --overwrite)")
+                   help="export folder: a new or empty one, or any with --overwrite; not the "
+                        "drafts folder, nor inside it or around it")
     p.add_argument("--format", dest="formats", nargs="+", choices=FORMATS, default=["coco"],
-                   help="coco: coco.json + coco_instances.json; masks: masks/REL.png (TIFF "
-                        "when labels > 65535); yolo: labels/REL.txt + data.yaml "
-                        "(default: coco)")
+                   help="coco: coco.json (+ coco_instances.json when there are objects); "
+                        "masks: masks/REL.png, 8- or 16-bit (uint32 TIFF above 65535) + "
+                        "classes.json; yolo: labels/NAME.txt (NAME: the image's name without "
+                        "its extension) + data.yaml (default: coco)")
     p.add_argument("--include-drafts", action="store_true",
                    help="export images not reviewed yet as they are (skipped ones never)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into an existing non-empty OUT")
+                   help="write into an existing non-empty OUT: files the previous export "
+                        "there listed and this one does not write are removed, others kept")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     add_instance_arguments(p, export=True)
     p.set_defaults(func=_cmd_export)
