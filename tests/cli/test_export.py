@@ -381,6 +381,8 @@ def test_yolo_lines_are_normalised_polygons_of_the_objects(src, tmp_path, capsys
     names, files = _yolo(tmp_path / "out")
     assert names == {0: "red", 1: "green", 2: "blue"}
     assert sorted(files) == ["im0", "im1", "im2"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["labels", "data.yaml", MANIFEST])  # YOLO alone: no masks, no scratch copy
     for i in range(3):
         lab = corrected(i)
         lines = files[f"im{i}"]
