@@ -133,7 +133,12 @@ def _watershed(inside: np.ndarray, regions: np.ndarray, min_distance: int | None
     distance = ndimage.distance_transform_edt(inside)
     index = np.arange(1, n + 1)
     if min_distance is None:
-        radii = ndimage.maximum(distance, regions, index)
+        # each region's largest distance to the background; over the inside pixels only,
+        # unsorted (ndimage.maximum sorts per label: half the watershed's time on 800 regions)
+        where = np.flatnonzero(inside)
+        radii = np.zeros(n + 1)
+        np.maximum.at(radii, regions.ravel()[where], distance.ravel()[where])
+        radii = radii[1:]
         min_distance = max(1, int(round(float(np.median(radii)))))
     peaks = sk.feature.peak_local_max(distance, min_distance=min_distance, labels=regions,
                                       exclude_border=False)
