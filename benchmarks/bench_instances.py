@@ -14,7 +14,8 @@ Two parts, each timed against a baseline in the same process (median of ``--repe
    writes it), against reading every draft's label file and sidecar alone
    (:func:`clipseg.formats.io.read_labels`), the least any export must do. Each format is
    timed on its own (with ``--instances`` for the images without an instance file), then all
-   three together. Per image and as a ratio to the baseline.
+   three together. Per image and as a ratio to the baseline; reading plus one atomic PNG per
+   image (temp file, fsync, rename: what every output file costs) is printed as a write floor.
 
 It prints figures and asserts nothing. Run from the repository root::
 
@@ -132,6 +133,20 @@ def bench_export(args: argparse.Namespace) -> None:
             return sum(int(io.read_labels(b)[0].size > 0) for b in bases)
 
         base, _ = timed(read_all, args.repeat)
+        scratch = root / "scratch"
+
+        def write_all() -> int:  # the least a per-image output costs: one atomic PNG each
+            from PIL import Image
+
+            from clipseg.atomic import atomic_write
+
+            for b in bases:
+                labels = io.read_labels(b)[0]
+                atomic_write(scratch / (b.name + ".png"),
+                             lambda tmp, a=labels: Image.fromarray(a).save(tmp, format="PNG"))
+            return len(bases)
+
+        floor, _ = timed(write_all, args.repeat)
         options = InstanceOptions(classes=("cell", "nucleus"))
         runs = [("coco",), ("masks",), ("yolo",), ("coco", "masks", "yolo")]
         rows = []
@@ -151,6 +166,8 @@ def bench_export(args: argparse.Namespace) -> None:
         print(f"   {'':44s} {'per image':>10s} {'/ baseline':>10s} {'objects':>8s}")
         print(f"   {'read_labels of every draft, baseline':44s} {base / n * 1000:7.1f} ms "
               f"{1.0:10.2f}")
+        print(f"   {'read + one atomic PNG each (a write floor)':44s} {floor / n * 1000:7.1f} ms "
+              f"{floor / base:10.2f}")
         for name, t, objects in rows:
             print(f"   {'export --format ' + name:44s} {t / n * 1000:7.1f} ms "
                   f"{t / base:10.2f} {objects:8d}")
