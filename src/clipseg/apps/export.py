@@ -10,7 +10,8 @@ label image + ``NAME.clipseg.json`` sidecar per image, the sidecar recording the
     OUT/masks/REL.instances.png|.tif   object ids, where the image has instances
     OUT/masks/REL.instances.json       the class (category id) of each object id
     OUT/masks/classes.json      the merged class table
-    OUT/labels/REL.txt          YOLO-seg: "class x1 y1 x2 y2 ..." per object, normalised
+    OUT/labels/NAME.txt         YOLO-seg: "class x1 y1 x2 y2 ..." per object, normalised
+                                (NAME: the image's relative name without its extension)
     OUT/data.yaml               YOLO's class names (the images are not copied)
     OUT/clipseg-export.json     what was written, from which folder (written last)
 
