@@ -416,6 +416,23 @@ def test_yolo_follows_the_split_recorded_with_the_instance_file(src, tmp_path, c
     assert [c for c, _ in files["im0"]] == [1]  # green; red is a thing with no object left
 
 
+def test_yolo_names_follow_the_images_and_a_shared_stem_is_reported(tmp_path, tiny_files,
+                                                                    capsys):
+    images = tmp_path / "images"
+    save(images / "c.png", scene(0))
+    save(images / "c.webp", scene(1))   # batch names the drafts c_png and c_webp
+    save(images / "sub" / "d.png", scene(2))
+    drafts = tmp_path / "drafts"
+    assert main(["batch", str(images), "--classes", CLASSES, "-o", str(drafts),
+                 *_model(tiny_files)]) == EXIT_OK
+    code, err = export(capsys, drafts, tmp_path / "out", "--format", "yolo",
+                       "--include-drafts")
+    assert code == EXIT_OK, err
+    assert "c.webp and c.png share the name c" in err and "labels/c_webp.txt" in err
+    _, files = _yolo(tmp_path / "out")
+    assert sorted(files) == ["c", "c_webp", "sub/d"]
+
+
 # --------------------------------------------------------------------------------------------
 # class tables that differ between sidecars
 # --------------------------------------------------------------------------------------------
