@@ -55,14 +55,33 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def _relabel_raster(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """``labels`` renumbered 1..N in raster order of first pixels, objects < min_area dropped."""
-    flat = labels.ravel()
-    ids, first, areas = np.unique(flat, return_index=True, return_counts=True)
-    keep = (ids != 0) & (areas >= min_area)
-    ids, first = ids[keep], first[keep]
-    order = np.argsort(first, kind="stable")
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=np.int32)
-    lut[ids[order]] = np.arange(1, ids.size + 1, dtype=np.int32)
+    """``labels`` renumbered 1..N in raster order of first pixels, objects < min_area dropped.
+
+    Linear in the pixels (boxes by ``find_objects``, then one row of each box searched for its
+    first pixel; areas by ``bincount`` only for ``min_area > 1``), and ``labels`` comes back
+    as it is when it is numbered so already (connected components are): a sort of the whole
+    image cost several times the connected-components pass itself.
+    """
+    from scipy import ndimage
+
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return np.zeros(labels.shape, dtype=np.int32)
+    areas = np.bincount(labels.ravel(), minlength=n + 1) if min_area > 1 else None
+    width = labels.shape[1]
+    ids, first = [], []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or (areas is not None and areas[k] < min_area):
+            continue
+        row, cols = box[0].start, box[1]
+        ids.append(k)
+        first.append(row * width + cols.start + int(np.argmax(labels[row, cols] == k)))
+    lut = np.zeros(n + 1, dtype=np.int32)
+    order = np.argsort(np.asarray(first, dtype=np.int64), kind="stable")
+    lut[np.asarray(ids, dtype=np.int64)[order]] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    if len(ids) == n and labels.dtype == np.int32 and \
+            np.array_equal(lut, np.arange(n + 1, dtype=np.int32)):
+        return labels
     return lut[labels]
 
 
@@ -114,7 +133,12 @@ def _watershed(inside: np.ndarray, regions: np.ndarray, min_distance: int | None
     distance = ndimage.distance_transform_edt(inside)
     index = np.arange(1, n + 1)
     if min_distance is None:
-        radii = ndimage.maximum(distance, regions, index)
+        # each region's largest distance to the background; over the inside pixels only,
+        # unsorted (ndimage.maximum sorts per label: half the watershed's time on 800 regions)
+        where = np.flatnonzero(inside)
+        radii = np.zeros(n + 1)
+        np.maximum.at(radii, regions.ravel()[where], distance.ravel()[where])
+        radii = radii[1:]
         min_distance = max(1, int(round(float(np.median(radii)))))
     peaks = sk.feature.peak_local_max(distance, min_distance=min_distance, labels=regions,
                                       exclude_border=False)

@@ -40,7 +40,7 @@ from .cliopts import (
     config_from_args,
     load_options_file,
 )
-from .export import add_instance_arguments, instance_options
+from .instance_flags import add_instance_arguments, instance_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
