@@ -23,7 +23,7 @@ from clipseg.models import get_entry, list_models, load_model, register_model, r
 from clipseg.models.catalog import B32_NOTE, CATALOG_ALIASES, CATALOG_ENTRIES
 from clipseg.models.hub import cache_status
 from clipseg.models.listing import model_listing
-from clipseg.models.towers import VisionTower
+from clipseg.models.towers import tower_for
 from tests.tiny_models import TINY_CONFIG, make_tiny_timm_clip, tiny_timm_config
 
 HUB = {
@@ -192,7 +192,7 @@ def test_hf_hub_model_loads_from_the_cache(kind, tiny_clip, offline, tmp_path,
                            _safetensors(model, tmp_path / "w.safetensors")})
     assert cache_status(entry, str(cache)) == "cached"
     loaded = load_model(ModelConfig(model=entry.key, cache_dir=str(cache), device="cpu"))
-    assert VisionTower.from_model(loaded.model).kind == kind
+    assert tower_for(loaded.model).kind == kind
     assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
     own = loaded.model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in model.state_dict().items())
