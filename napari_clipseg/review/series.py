@@ -1,6 +1,6 @@
 """A folder of images and its folder of drafts, as one reviewable series (no Qt, no napari).
 
-The drafts folder has the layout ``clipseg batch`` writes (:mod:`clipseg.apps.batch`): for the
+The drafts folder has the layout ``clipseg batch`` writes (:mod:`clipseg.apps.jobs`): for the
 image ``IMAGES/a.jpg`` the draft is ``DRAFTS/a.png`` (or ``.tif``) with its sidecar
 ``DRAFTS/a.clipseg.json`` and, once a person corrected it, ``DRAFTS/a.edits.png``. Two images
 whose names differ only by extension (``a.jpg``, ``a.png``) get ``a_jpg`` / ``a_png``, as in the
@@ -151,7 +151,7 @@ def list_images(folder: Path, drafts: Path, *, recursive: bool = True) -> list[I
     sorted by their path relative to ``folder``, each with its draft ``NAME``.
 
     Names only (``os.scandir``; no file is opened). Draft names follow
-    :func:`clipseg.apps.batch.discover` (``clipseg batch`` walks subfolders by default): the
+    :func:`clipseg.apps.jobs.discover` (``clipseg batch`` walks subfolders by default): the
     relative folder and ``stem``, or ``stem_ext`` when two images of one folder share a stem.
     Hidden files and folders, and the drafts folder when it lies inside ``folder``, are left
     out.
@@ -562,7 +562,7 @@ class ReviewSeries:
 
     def _image_shape(self, index: int, meta: Mapping[str, Any],
                      labels: np.ndarray) -> tuple[int, int]:
-        from clipseg.apps.batch import image_size
+        from clipseg.apps.jobs import image_size
 
         size = image_size(self.items[index].image)
         return size if size is not None else tuple(labels.shape[:2])

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import clipseg.apps.batch as batch
+import clipseg.apps.jobs as jobs
+import clipseg.apps.run as run
 from clipseg.apps.cli import EXIT_FAILED, EXIT_OK, main
 from clipseg.formats import io
 from tests.cli.conftest import save, scene
@@ -61,7 +62,7 @@ def test_resume_after_a_killed_run(tmp_path, model_args, monkeypatch, capsys):
     for i in range(4):
         save(src / f"im{i}.png", scene(i))
     out = tmp_path / "out"
-    real = batch.process_job
+    real = run.process_job
     calls = []
 
     def killed_on_third(job, *args, **kwargs):
@@ -72,12 +73,12 @@ def test_resume_after_a_killed_run(tmp_path, model_args, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(job, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "process_job", killed_on_third)
+    monkeypatch.setattr(run, "process_job", killed_on_third)
     assert _run(src, out, model_args) == 130
     assert sorted(p.name for p in out.glob("*.clipseg.json")) == ["im0.clipseg.json",
                                                                    "im1.clipseg.json"]
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("im*")}
-    monkeypatch.setattr(batch, "process_job", real)
+    monkeypatch.setattr(run, "process_job", real)
     capsys.readouterr()
 
     assert _run(src, out, model_args) == EXIT_OK
@@ -131,5 +132,5 @@ def test_batch_of_a_file_instead_of_a_folder_is_a_usage_error(tmp_path, model_ar
 def test_discover_names_never_collide(tmp_path, names):
     files = [save(tmp_path / n, scene(0)) if n.endswith("png") else
              (tmp_path / n).write_bytes(b"") or tmp_path / n for n in names]
-    jobs = batch.discover(files, tmp_path / "out", recursive=False, walk=False)
-    assert len({j.base for j in jobs}) == len(files)
+    found = jobs.discover(files, tmp_path / "out", recursive=False, walk=False)
+    assert len({j.base for j in found}) == len(files)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from clipseg import atomic
-from clipseg.apps import batch
+from clipseg.apps import jobs, run
 from clipseg.apps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from clipseg.formats import coco, io
 from tests.cli.conftest import save, scene
@@ -270,7 +270,7 @@ def test_an_os_error_before_the_images_is_one_line_and_exit_1(inputs, tmp_path, 
     def unreadable(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(inputs / "sub"))
 
-    monkeypatch.setattr(batch, "discover", unreadable)
+    monkeypatch.setattr(jobs, "discover", unreadable)
     code, err = _run(capsys, "batch", inputs, "--classes", CLASSES, "-o", tmp_path / "out",
                      *model_args)
     assert code == EXIT_FAILED
@@ -356,13 +356,13 @@ def test_real_read_only_output_folder_stops_before_any_image(inputs, tmpfs, mode
 def test_real_read_only_mid_run_keeps_the_labels(inputs, tmpfs, model_args, capsys,
                                                  monkeypatch):
     out = tmpfs / "out"
-    real = batch.write_run_coco
+    real = run.write_run_coco
 
     def remount_then_write(*args, **kwargs):
         subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "write_run_coco", remount_then_write)
+    monkeypatch.setattr(run, "write_run_coco", remount_then_write)
     code, err = _run(capsys, "batch", inputs, "--classes", CLASSES, "-o", out, *model_args)
     assert code == EXIT_FAILED
     assert "ERROR writing the COCO JSON" in err and "(EROFS)" in err

@@ -47,7 +47,8 @@ def test_layers_beyond_the_tower_are_refused_when_its_depth_is_known():
 
 
 def test_segmenter_and_batch_resolve_the_demo_model_alike(tmp_path):
-    from clipseg.apps.batch import RunOptions, wants_tiling
+    from clipseg.apps.batch import wants_tiling
+    from clipseg.apps.jobs import RunOptions
 
     cfg = SegmentConfig().replace(model=BUNDLED_ARCH, device="cpu")
     seg = Segmenter(cfg)

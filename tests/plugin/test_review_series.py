@@ -61,7 +61,7 @@ def dataset(pristine, tmp_path) -> tuple[Path, Path]:
 
 
 def test_listing_names_match_the_batch_and_skip_non_images(tmp_path):
-    from clipseg.apps.batch import discover
+    from clipseg.apps.jobs import discover
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -80,7 +80,7 @@ def test_listing_names_match_the_batch_and_skip_non_images(tmp_path):
 
 
 def test_recursive_listing_matches_batch_recursive_and_leaves_the_drafts_folder_out(tmp_path):
-    from clipseg.apps.batch import discover
+    from clipseg.apps.jobs import discover
 
     folder = tmp_path / "in"
     for name in ("top.png", "sub/a.jpg", "sub/a.png", "sub/deeper/b.tif", ".git/x.png",

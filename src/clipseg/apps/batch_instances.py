@@ -13,7 +13,8 @@ the instance file is stale and splits again. The class of object ``i`` is the se
 under it (:func:`clipseg.instances.owner_of`). The run writes ``coco_instances.json`` beside
 ``coco.json``: one annotation per object, ``iscrowd = 0``.
 
-Kept apart from :mod:`clipseg.apps.batch` (which calls it) so both stay short.
+Called by :mod:`clipseg.apps.results` (the instance file of one job) and :mod:`clipseg.apps.run`
+(the run's ``coco_instances.json``).
 """
 from __future__ import annotations
 
@@ -24,15 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
 from ..formats import io
 
 if TYPE_CHECKING:
     from ..text import ClassSpec
-    from .batch import Job, Outcome
+    from .jobs import Job, Outcome
 
 __all__ = ["InstanceOptions", "INSTANCES_SUFFIX", "instances_path", "write_instances",
-           "touched_by_a_person", "coco_instances_path", "write_run_coco_instances"]
+           "coco_instances_path", "write_run_coco_instances"]
 
 INSTANCES_SUFFIX = ".instances.tif"
 
@@ -52,17 +52,6 @@ class InstanceOptions:
         return {"file": file, "classes": list(self.classes), "min_area": self.min_area,
                 "watershed": self.watershed, "count": count,
                 "labels_sha256": labels_digest(labels)}
-
-
-def touched_by_a_person(meta: dict[str, Any]) -> bool:
-    """True for a sidecar that records a review (reviewed/skipped) or human edits."""
-    from ..formats.review import DRAFT, review_state
-
-    try:
-        state = review_state(meta)
-    except InvalidInputError:
-        return True  # a hand-edited entry: leave the result alone
-    return state != DRAFT or bool(meta.get("edits"))
 
 
 def instances_path(base: Path) -> Path:
@@ -109,7 +98,7 @@ def write_run_coco_instances(jobs: Sequence[Job], outcomes: Sequence[Outcome],
 
     from ..formats.coco import write_coco_instances
     from ..instances import instance_map, labels_digest, owner_of
-    from .batch import class_entries
+    from .jobs import class_entries
 
     ok = {o.name for o in outcomes if o.status in ("done", "skipped")}
     names, synonyms = class_entries(classes)

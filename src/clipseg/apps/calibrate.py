@@ -34,7 +34,7 @@ from ..image import as_rgb01
 from ..models.registry import ModelEntry
 from ..resolve import resolve_config
 from ..windows import fed_size, plan_windows, window_pixels
-from .calibrate_cli import KINDS
+from .calibrate_kinds import KINDS
 from .metrics import auroc
 
 __all__ = ["KINDS", "CalibrationReport", "calibrate", "coherence_auroc", "sample_pairs",

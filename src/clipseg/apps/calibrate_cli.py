@@ -14,11 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidConfigError, InvalidInputError
+from .calibrate_kinds import KINDS
 from .cliopts import add_channels_argument, channel_choice
-
-#: Per-layer features measured: block keys, queries, values (of ``ln_1(x_{i-1})``) and the
-#: block output ``x_i``.
-KINDS: tuple[str, ...] = ("key", "query", "value", "output")
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

@@ -199,8 +199,9 @@ def _read_classes(args: argparse.Namespace) -> list[Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # option errors answer before anything heavy is imported
     from ..models.arch_configs import register_model_configs
-    from .batch import IMAGE_EXTENSIONS, RunOptions, discover, run_jobs
+    from .jobs import IMAGE_EXTENSIONS, RunOptions, discover
     from .outputs import InputTree, check_jobs, check_output_folder, check_writable
+    from .run import run_jobs
 
     register_model_configs(args.model_config)
     classes = _read_classes(args)

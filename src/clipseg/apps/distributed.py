@@ -31,20 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipSegError, InvalidConfigError
 from ..resolve import resolve_config
-from .batch import (
-    Job,
-    Outcome,
-    RunOptions,
-    geo_outputs,
-    image_size,
-    is_complete,
-    process_job,
-    spatial_outputs,
-    vector_path,
-    wants_tiling,
-    write_tiled,
-    write_vector,
-)
+from .batch import process_job, segmenter_for, wants_tiling
+from .jobs import Job, Outcome, RunOptions, image_size, is_complete, vector_path
+from .results import geo_outputs, spatial_outputs, write_tiled, write_vector
 
 if TYPE_CHECKING:
     from ..config import SegmentConfig
@@ -96,7 +85,6 @@ def tile_task(job: Job, tile: Any, config: SegmentConfig, classes: Sequence[Clas
               options: RunOptions,
               contrast_limits: Any) -> tuple[Any, Any]:
     """Worker task: one tile of a huge image; returns ``(tile, TileResult)`` of its core."""
-    from .batch import segmenter_for
     from .largeimage import segment_tile
 
     _prepare_worker(options.model_configs)

@@ -67,7 +67,7 @@ class ExportWriter:
         import numpy as np
 
         from ..formats import io
-        from .batch import image_size
+        from .jobs import image_size
 
         labels, meta = io.read_labels(d.base)
         labels = np.asarray(labels)

@@ -38,7 +38,7 @@ def _names(values: Sequence[str] | None) -> list[str]:
 
 
 def instance_options(args: argparse.Namespace, class_names: Sequence[str] | None) -> Any:
-    """The :class:`clipseg.apps.batch.InstanceOptions` of the flags, or None without them.
+    """The :class:`clipseg.apps.batch_instances.InstanceOptions` of the flags, or None without them.
 
     ``class_names`` are the classes the names must come from (None: not checked here).
     Unknown names, ``--min-area`` below 0, or ``--min-area``/``--watershed`` without

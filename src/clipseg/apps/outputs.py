@@ -33,7 +33,7 @@ from ..errors import InvalidInputError
 from ..formats import io
 
 if TYPE_CHECKING:
-    from .batch import Job
+    from .jobs import Job
 
 ALLOW_FLAG = "--allow-output-in-input"
 SCORES_SUFFIX = ".scores.tif"

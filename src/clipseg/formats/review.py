@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import InvalidInputError, describe
 
-__all__ = ["DRAFT", "REVIEWED", "SKIPPED", "REVIEW_STATES", "review_state", "with_review_state"]
+__all__ = ["DRAFT", "REVIEWED", "SKIPPED", "REVIEW_STATES", "review_state", "with_review_state",
+           "touched_by_a_person"]
 
 DRAFT = "draft"
 REVIEWED = "reviewed"
@@ -54,3 +55,14 @@ def with_review_state(sidecar: Mapping[str, Any], state: str,
     out = dict(sidecar)
     out["review"] = {"state": state, "updated": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
     return out
+
+
+def touched_by_a_person(sidecar: Mapping[str, Any]) -> bool:
+    """True for a sidecar that records a review (reviewed/skipped) or human edits: a run
+    never replaces that result. An unreadable ``"review"`` entry counts as touched (a person
+    edited the file by hand: leave the result alone)."""
+    try:
+        state = review_state(sidecar)
+    except InvalidInputError:
+        return True
+    return state != DRAFT or bool(sidecar.get("edits"))
