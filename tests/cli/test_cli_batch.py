@@ -42,6 +42,7 @@ def test_batch_is_recursive_reports_corrupt_files_and_exits_1(tmp_path, model_ar
     assert done == ["a.clipseg.json", "sub/b.clipseg.json", "sub/c_png.clipseg.json",
                     "sub/c_webp.clipseg.json", "sub/deeper/c.clipseg.json"]
     assert "broken.png" in (out / "clipseg-failures.log").read_text()
+    assert f"details (tracebacks) of the failures: {out / 'clipseg-failures.log'}" in err
     labels, meta = io.read_labels(out / "sub" / "b")
     assert labels.shape == (36, 30) and meta["image"]["name"] == "sub/b.jpg"
     # a second run over the same folder sees the same 7 images, skips the 5 done

@@ -71,7 +71,9 @@ def add_subparser(subparsers: Any) -> None:
         "writes and the review widget corrects). Drafts that are not reviewed make it refuse "
         "(listing them) unless --include-drafts; skipped images are never exported. Class "
         "tables are merged by name. Images are not copied.")
-    p.add_argument("folder", type=Path, metavar="REVIEWED_DIR")
+    p.add_argument("folder", type=Path, metavar="REVIEWED_DIR",
+                   help="the drafts folder `clipseg batch -o` wrote, reviewed in napari "
+                        "(read only)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="export folder: a new or empty one, or any with --overwrite; not the "
                         "drafts folder, nor inside it or around it")
@@ -242,8 +244,8 @@ def _refusal(drafts: Sequence[str], skipped: int) -> str:
     shown = ", ".join(drafts[:LIST_LIMIT])
     more = f" and {len(drafts) - LIST_LIMIT} more" if len(drafts) > LIST_LIMIT else ""
     return (f"expected every image reviewed, got {len(drafts)} not reviewed (drafts): "
-            f"{shown}{more}. Review them, or pass --include-drafts to export them as they are "
-            f"({skipped} skipped images are never exported)")
+            f"{shown}{more}. Review them, or pass --include-drafts to export them as they are"
+            + (f" (the {skipped} skipped are never exported)" if skipped else ""))
 
 
 def export_folder(folder: str | Path, output: str | Path, *,

@@ -105,7 +105,9 @@ def discover(paths: Sequence[Path], output: Path, *, recursive: bool, walk: bool
     if walk:
         root = Path(paths[0])
         if not root.is_dir():
-            raise InvalidInputError(f"batch: expected a folder of images, got {str(root)!r}")
+            what = ("a file (clipseg segment takes files)" if root.is_file()
+                    else "which does not exist")
+            raise InvalidInputError(f"expected a folder of images, got {str(root)!r}, {what}")
         root = root.resolve()
         shared = output == root or output in root.parents  # --allow-output-in-input
 

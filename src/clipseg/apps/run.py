@@ -39,6 +39,7 @@ class Summary:
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     coco: Path | None = None
+    log: Path | None = None    # the failure log, when one was written
     errors: list[str] = field(default_factory=list)  # run-level I/O errors (COCO, log)
 
     def count(self, status: str) -> int:
@@ -60,6 +61,9 @@ class Summary:
         lines += [f"  ERROR {e}" for e in self.errors]
         if self.coco is not None:
             lines.append(f"  COCO JSON: {self.coco}")
+        if self.log is not None:
+            lines.append(f"  details (tracebacks) of the failures: {self.log}; fix or remove "
+                         "those images and run again: the others are skipped (--resume)")
         if self.errors:
             lines.append("  the label images and sidecars written before are complete")
         return "\n".join(lines)
@@ -108,7 +112,7 @@ def run_jobs(jobs: Sequence[Job], config: SegmentConfig, classes: Sequence[Class
             summary.errors.append(describe_os_error(exc, "writing the COCO JSON",
                                                     options.coco))
     try:
-        _write_failure_log(summary, options.output)
+        summary.log = _write_failure_log(summary, options.output)
     except OSError as exc:
         summary.errors.append(describe_os_error(exc, "writing the failure log",
                                                 Path(options.output) / FAILURE_LOG))
@@ -148,12 +152,15 @@ def write_run_coco(jobs: Sequence[Job], outcomes: Sequence[Outcome], classes: Se
     return write_coco(path, entries, images())
 
 
-def _write_failure_log(summary: Summary, output: Path) -> None:
+def _write_failure_log(summary: Summary, output: Path) -> Path | None:
+    """``OUT/clipseg-failures.log`` with every failure's traceback (removed after a run with
+    none); returns its path when written."""
     log = Path(output) / FAILURE_LOG
     if summary.failures or summary.errors:
         text = "\n".join([f"== {o.name}\n{o.reason}\n{o.detail}" for o in summary.failures]
                          + [f"== run\n{e}\n" for e in summary.errors])
         remove_leftovers(log)
         io.atomic_write_text(log, text)
-    else:
-        log.unlink(missing_ok=True)
+        return log
+    log.unlink(missing_ok=True)
+    return None
