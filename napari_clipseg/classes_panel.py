@@ -26,6 +26,8 @@ from qtpy.QtWidgets import (
 
 from clipseg.errors import ClipSegError, InvalidInputError
 
+from .tables import fit_rows
+
 #: Spin-box value that means "no override: use the global threshold" (shown as "global").
 GLOBAL = -0.01
 
@@ -67,7 +69,7 @@ class ClassesPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setToolTip("The lowest score a pixel needs to get this class; 'global' "
                               "uses 'unlabeled below' (under Method) for the class")
-        self.table.setMaximumHeight(140)
+        fit_rows(self.table, 6)
 
         buttons = QHBoxLayout()
         for b in (self.load_button, self.save_button, self.suggest_button):
@@ -179,6 +181,7 @@ class ClassesPanel(QWidget):
             spin.setValue(old.get(name, GLOBAL))
             spin.valueChanged.connect(lambda _v: self.changed.emit())
             self.table.setCellWidget(row, 1, spin)
+        fit_rows(self.table, 6)
         self.changed.emit()
 
     def load_file(self, path: str | Path) -> None:

@@ -39,6 +39,7 @@ from .labels_layer import (
     table_labels,
     update_class_table,
 )
+from .tables import fit_rows
 
 COLUMNS = ("", "class", "other words", "pixels")
 
@@ -70,7 +71,7 @@ class Legend(QWidget):
         self.table.setToolTip("The classes of the result layer. Click a row to paint with that "
                               "class; double-click a name to rename it; click the colour to "
                               "change it")
-        self.table.setMaximumHeight(190)
+        fit_rows(self.table)
         self.empty = QLabel("Run a segmentation: its classes appear here.")
         self.title = QLabel("")
         self.title.setToolTip("The result layer these classes belong to")
@@ -150,6 +151,7 @@ class Legend(QWidget):
         self._filling = True
         self._labels = sorted(names)
         self.table.setRowCount(len(self._labels))
+        fit_rows(self.table)
         for row, label in enumerate(self._labels):
             swatch = QPushButton("")
             swatch.setFixedWidth(28)
