@@ -135,6 +135,24 @@ def test_calibrate_takes_channels_by_name(tmp_path):
     np.testing.assert_allclose(swapped[0], expect[..., ::-1], atol=1e-6)
 
 
+def test_calibrate_pairs_ome_tiffs_with_masks_named_without_ome(tmp_path):
+    from clipseg.errors import InvalidInputError
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for name in ("a.ome.tif", "b.ome.tif", "c.ome.tif"):
+        _cells(tmp_path / "img" / name)
+    Image.fromarray(np.ones((40, 52), np.uint8)).save(tmp_path / "lab" / "a.png")
+    Image.fromarray(np.ones((40, 52), np.uint8)).save(tmp_path / "lab" / "b.ome.png")
+    _images, _masks, names = read_pairs(tmp_path / "img", tmp_path / "lab")
+    assert names == ["a", "b"]  # c.ome.tif has no mask
+    (tmp_path / "other").mkdir()
+    Image.fromarray(np.ones((40, 52), np.uint8)).save(tmp_path / "other" / "zzz.png")
+    with pytest.raises(InvalidInputError, match=r"no such pairs \(images such as a.ome.tif.*"
+                                                r"masks such as zzz.png"):
+        read_pairs(tmp_path / "img", tmp_path / "other")
+
+
 def make_ome_zarr(folder, data, *, version="0.4", scale=(1.0, 0.5, 0.5),
                   names=("DAPI", "EGFP", "mCherry")):
     """A one-level OME-Zarr image (c, y, x) written with zarr: arrays + NGFF metadata."""

@@ -40,24 +40,42 @@ def _read_image(path: Path, channels: Any) -> np.ndarray:
         return source.read()
 
 
+def _pair_name(path: Path) -> str:
+    """The name an image and its mask share: the stem, less an OME ``.ome`` (``a.ome.tif``
+    goes with ``a.png``, ``a.ome.png`` or ``a.tif``)."""
+    stem = path.stem
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
 def read_pairs(image_dir: Path, mask_dir: Path, channels: Any = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Images and masks matched by file stem (``a.jpg`` with ``a.png``/``a.tif``);
-    ``channels``: a :class:`clipseg.channels.ChannelChoice` applied to every image."""
+    """Images and masks matched by name (``a.jpg`` with ``a.png``/``a.tif``, ``a.ome.tif``
+    with ``a.png``: :func:`_pair_name`); ``channels``: a :class:`clipseg.channels.ChannelChoice`
+    applied to every image."""
     for folder in (image_dir, mask_dir):
         if not Path(folder).is_dir():
             raise InvalidInputError(f"expected a folder, got {folder}")
-    masks = {p.stem: p for p in sorted(Path(mask_dir).iterdir())
+    masks = {_pair_name(p): p for p in sorted(Path(mask_dir).iterdir())
              if p.suffix.lower() in _IMAGE_EXT}
     images, labels, names = [], [], []
+    unmatched = []
     for path in sorted(Path(image_dir).iterdir()):
-        if path.suffix.lower() in _IMAGE_EXT and path.stem in masks:
-            images.append(_read_image(path, channels))
-            labels.append(_read_array(masks[path.stem]))
-            names.append(path.stem)
+        if path.suffix.lower() not in _IMAGE_EXT:
+            continue
+        name = _pair_name(path)
+        if name not in masks:
+            unmatched.append(path.name)
+            continue
+        images.append(_read_image(path, channels))
+        labels.append(_read_array(masks[name]))
+        names.append(name)
     if not images:
+        seen = (f" (images such as {', '.join(unmatched[:3])}; masks such as "
+                f"{', '.join(p.name for p in list(masks.values())[:3]) or 'none'})"
+                if unmatched else "")
         raise InvalidInputError(f"expected images in {image_dir} with a mask of the same name "
-                                f"in {mask_dir}, found no such pairs")
+                                f"in {mask_dir}, found no such pairs{seen}; name each mask "
+                                "after its image (a.jpg -> a.png)")
     return images, labels, names
 
 
