@@ -435,8 +435,10 @@ class ClipSegWidget(QWidget):
 
     def _set_status(self, text: str, error: bool = False) -> None:
         escaped = html.escape(text, quote=False)
+        # always rich text: escaped '&' and '<' then render as typed (plain text would show
+        # "&amp;" for a layer named "R&D")
         self.status.setText(f"<span style='color:{ERROR}'>{escaped}</span>" if error
-                            else escaped)
+                            else f"<span>{escaped}</span>")
 
     def _fail(self, message: str) -> None:
         from napari.utils.notifications import show_error

@@ -384,9 +384,10 @@ def _shown(label) -> str:
     """A QLabel's text as a person reads it (rich text rendered)."""
     from qtpy.QtGui import QTextDocument
 
+    text = label.text()  # a QLabel shows text without markup as it is, escapes too
     doc = QTextDocument()
-    doc.setHtml(label.text())
-    return doc.toPlainText()
+    doc.setHtml(text)
+    return doc.toPlainText() if text.lstrip().startswith("<") else text
 
 
 def test_status_lines_read_right_and_the_end_says_what_comes_next(dataset, open_review,  # noqa: F811

@@ -165,3 +165,18 @@ def test_layer_picker_follows_renames_and_removals(viewer_widget):
     viewer.layers.remove("b")
     assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == [
         "renamed"]
+
+
+def test_status_shows_names_with_ampersands_as_typed(viewer_widget):
+    from qtpy.QtGui import QTextDocument
+
+    viewer, widget = viewer_widget
+    viewer.add_image(_image(3), name="R&D scan", contrast_limits=(0.0, 1.0))
+    widget.set_layer("R&D scan")
+    widget.classes.set_text(CLASSES)
+    widget.run_blocking()
+    text = widget.status.text()  # a QLabel shows text without markup as it is, escapes too
+    doc = QTextDocument()
+    doc.setHtml(text)
+    shown = doc.toPlainText() if text.lstrip().startswith("<") else text
+    assert "'R&D scan labels'" in shown and "&amp;" not in shown, shown
