@@ -105,12 +105,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if name == "mps":
         if not mps_ok:
             raise InvalidConfigError("device: 'mps' was asked for but Apple's MPS backend is not "
-                                     "available here; use device='auto' or 'cpu'")
+                                     "available here; choose the device auto or cpu "
+                                     "(--device auto)")
         return torch.device("mps")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise InvalidConfigError(f"device: {name!r} was asked for but CUDA is not available "
-                                     "(no GPU or a CPU-only torch); use device='auto' or 'cpu'")
+                                     "(no GPU or a CPU-only torch); choose the device auto or cpu "
+                                     "(--device auto)")
         device = torch.device(name)
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
