@@ -9,18 +9,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidConfigError, InvalidInputError
 from .calibrate_kinds import KINDS
 from .cliopts import add_channels_argument, channel_choice
 
+if TYPE_CHECKING:
+    import numpy as np
+
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def _read_array(path: Path) -> np.ndarray:
+    import numpy as np  # not at import: `clipseg --help` stays fast
+
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
         return np.asarray(tifffile.imread(path))
