@@ -156,6 +156,15 @@ def _fed(side: int, patch: int, patch_fit: str) -> int:
     return side if patch_fit == "drop" else math.ceil(side / patch) * patch
 
 
+def _label_chunk_bytes(maps: int, height: int, width: int) -> int:
+    """Temporaries of one chunk of :func:`clipseg.labels.labels_from_logits`: per pixel the
+    scaled logits and their softmax (8 bytes a map, 2 more for the per-synonym reduction) and
+    the arg-max, threshold and label tensors (int64 mostly: 112 bytes, measured with
+    ``benchmarks/bench_memory.py``, heap reuse included)."""
+    rows = max(1, _LABEL_CHUNK_PIXELS // max(1, width))
+    return (10 * maps + 112) * min(height, rows) * width
+
+
 def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
                     facts: ModelFacts | None = None, image_bytes: int = 3,
                     feature_bytes: int = 4, cached: bool = False) -> MemoryEstimate:
@@ -216,7 +225,7 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
         "logits at working resolution": f4 * ((maps + 1) * rhw + 2 * min(
             _UPSAMPLE_FLOATS, count * maps * wh * ww)),
         "logits at output resolution": f4 * maps * hw if (rh, rw) != (height, width) else 0,
-        "probabilities": f4 * maps * hw + 2 * hw + f4 * 4 * maps * min(hw, _LABEL_CHUNK_PIXELS),
+        "probabilities": f4 * maps * hw + 2 * hw + _label_chunk_bytes(maps, height, width),
     }
     if cached:
         parts["image"] = image_bytes * hw
