@@ -71,6 +71,10 @@ def cases(quick: bool) -> list[dict]:
         _case("2048x1536 crop0", big, crop=0),
         _case("2048x1536 crop0 short672", big, crop=0, short_side=672),
         _case("1024x768 crop0 short0", (1024, 768), crop=0, short_side=0),
+        _case("1024x768 crop0 short0 sclip", (1024, 768), crop=0, short_side=0,
+              method="sclip"),
+        _case("1024x768 crop0 short0 kk_middle", (1024, 768), crop=0, short_side=0,
+              method="kk_middle"),
         _case("1024x768 short0", (1024, 768), short_side=0),
         _case("1024x768 short0 K32", (1024, 768), 32, short_side=0),
         _case("2048x1536 short0 bs1", big, 2, short_side=0, batch_size=1, stride=224),
@@ -237,6 +241,8 @@ def _describe(case: dict) -> str:
     if o["crop"]:
         text += f"/{o['stride']}"
     text += f" bs {o['batch_size']} K {case['classes']}"
+    if o.get("method", "clipseg") != "clipseg":
+        text += f" {o['method']}"
     if o["pamr"]:
         text += f" pamr tile {o['pamr_tile']}"
     return text

@@ -70,7 +70,10 @@ def test_pamr_adds_its_phase_and_pamr_tile_bounds_it():
     off = estimate_memory(cfg(), *BIG, 8)
     on = estimate_memory(cfg(pamr=True), *BIG, 8)
     assert "pamr" not in off.phases and "PAMR" not in off.parts
-    assert on.phases["pamr"] > off.peak and on.peak == on.phases["pamr"]
+    assert on.phases["pamr"] > off.phases["labels"] and on.peak > off.peak
+    # one tile's work may stay resident under the labels that follow
+    assert on.phases["labels"] == off.phases["labels"] + on.parts["PAMR tile"]
+    assert on.peak == max(on.phases.values()) + on.parts["allocator slack"]
     small_tile = estimate_memory(cfg(pamr=True, pamr_tile=128), *BIG, 8)
     assert small_tile.parts["PAMR"] < on.parts["PAMR"]
     more = estimate_memory(cfg(pamr=True, pamr_dilations=(8, 16, 24)), *BIG, 8)
@@ -84,8 +87,8 @@ def test_crop_0_grows_with_the_working_area_faster_than_the_area():
     # one window of the whole working image: tokens grow with its area, attention with its
     # square, so doubling the short side (4x the area) costs more than 4x
     assert batch(896) > 4 * batch(448)
-    # windows of 224 hold the same batch whatever the working size
-    sliding = [estimate_memory(cfg(short_side=s), *BIG, 8).parts["window batch"]
+    # a window of 224 holds the same whatever the working size, less than one of 448 x 597
+    sliding = [estimate_memory(cfg(short_side=s, batch_size=1), *BIG, 8).parts["window batch"]
                for s in (448, 896)]
     assert sliding[0] == sliding[1] < batch(448)
 
@@ -130,7 +133,7 @@ def test_refusal_of_a_class_bound_peak_says_fewer_classes():
 def test_refusal_of_a_pamr_peak_names_pamr_tile():
     config = cfg(pamr=True, pamr_tile=4096)
     estimate = estimate_memory(config, *BIG, 8)
-    assert estimate.largest_part() == "PAMR"
+    assert estimate.largest_part() in ("PAMR", "PAMR tile")
     with pytest.raises(InvalidConfigError, match="lower pamr_tile"):
         check_memory(config, *BIG, 8, budget=estimate.peak - 1)
 
@@ -173,7 +176,7 @@ def _measure(case: dict) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"),
                            "--child", json.dumps(case), "--threads", "1"], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=900, check=False)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     assert proc.returncode == 0 and line, proc.stderr[-2000:]
     return json.loads(line[0][len("RESULT "):])
@@ -185,10 +188,11 @@ def test_measured_peak_of_a_run_is_within_its_estimate():
     the RSS after model load and warm-up) stays under its estimate and not far below it.
 
     The image is large enough (1536 x 1024, 16 classes, PAMR) for the full-size maps and PAMR's
-    tiles to dominate, so the figure is tens of MiB above the allocator's noise."""
+    tiles to dominate, so the figure is hundreds of MiB, well above the allocator's noise. A
+    memory figure does not depend on the machine's load (only its wall time does)."""
     case = {"name": "test", "arch": "tiny", "size": [1536, 1024], "classes": 16,
-            "options": {"short_side": 256, "crop": 32, "stride": 16, "batch_size": 8,
-                        "pamr": True, "pamr_tile": 256}}
+            "options": {"short_side": 256, "crop": 64, "stride": 64, "batch_size": 8,
+                        "pamr": True, "pamr_tile": 256, "pamr_iterations": 2}}
     result = _measure(case)
     ratio = result["measured"] / result["estimate"]
     assert result["estimate"] > 256 << 20
