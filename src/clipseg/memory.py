@@ -21,7 +21,9 @@ of one window and floats of 4 bytes, a run goes through five phases, each holdin
 3. ``upsample``: the same plus the **logits at output resolution**, ``K x H x W`` (none when
    nothing was resized: the stitcher's sum is then the output).
 4. ``pamr`` (with PAMR): the ``K x H x W`` logits, the guide image (12 bytes a pixel; twice
-   with ``pamr_guide resized``), the refined ``K x H x W`` map and one tile's work: a tile is
+   with ``pamr_guide resized``), the refined ``K x H x W`` map and one tile's work, counted
+   twice (the C library's heap may keep a freed tile's blocks resident, and edge tiles differ
+   in size, so the next tile does not reuse them all; measured): a tile is
    ``pamr_tile`` plus a halo of ``pamr_iterations x max(pamr_dilations)`` on each side; it
    holds the tile image padded once per dilation, mean, variance and their temporaries, the
    ``8 x len(dilations)`` affinities and their softmax, a chunk of classes (at most
@@ -30,8 +32,8 @@ of one window and floats of 4 bytes, a run goes through five phases, each holdin
 5. ``labels``: the ``K x H x W`` logits, the ``K x H x W`` probabilities, the label image and
    one chunk of :func:`clipseg.labels.labels_from_logits` (about ``CHUNK_PIXELS`` pixels: 10
    bytes a map and 112 bytes of arg-max, threshold and label tensors per pixel); after PAMR
-   also one PAMR tile's work, which the C library's heap may keep resident (measured: most
-   of it with 256-pixel tiles and many classes).
+   also one PAMR tile's work, which the heap may keep resident (measured: most of it with
+   256-pixel tiles and many classes).
 
 :func:`estimate_memory` adds each phase's buffers, takes the largest phase and adds the
 **allocator slack** (:data:`SLACK_FRACTION` of it, at least :data:`SLACK_MIN`): the C library's
@@ -309,9 +311,10 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
         "labels": image + feats + logits_out + parts["probabilities"],
     }
     if refine.pamr:
-        phases["pamr"] = image + feats + logits_out + parts["PAMR"]
-        # the heap keeps up to one tile's work resident after PAMR (measured: most of it with
-        # tiles of 256, little with 512), under the labels that follow
+        # the heap keeps up to one tile's work resident once it is freed (measured: most of it
+        # with tiles of 256 and many classes), under the next tile (edge tiles differ in
+        # size, so their blocks do not all reuse it) and under the labels that follow
+        phases["pamr"] = image + feats + logits_out + parts["PAMR"] + parts["PAMR tile"]
         phases["labels"] += parts["PAMR tile"]
     device = f4 * per_window  # one window: what a GPU must hold at the least
     busiest = max(phases.values())

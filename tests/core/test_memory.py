@@ -71,8 +71,9 @@ def test_pamr_adds_its_phase_and_pamr_tile_bounds_it():
     on = estimate_memory(cfg(pamr=True), *BIG, 8)
     assert "pamr" not in off.phases and "PAMR" not in off.parts
     assert on.phases["pamr"] > off.phases["labels"] and on.peak > off.peak
-    # one tile's work may stay resident under the labels that follow
+    # one tile's work may stay resident under the next tile and the labels that follow
     assert on.phases["labels"] == off.phases["labels"] + on.parts["PAMR tile"]
+    assert on.phases["pamr"] > on.parts["PAMR"] + on.parts["PAMR tile"]
     assert on.peak == max(on.phases.values()) + on.parts["allocator slack"]
     small_tile = estimate_memory(cfg(pamr=True, pamr_tile=128), *BIG, 8)
     assert small_tile.parts["PAMR"] < on.parts["PAMR"]
