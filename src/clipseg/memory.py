@@ -1,25 +1,56 @@
 """How much memory a run will need, estimated before any work, and the refusal when it will not fit.
 
 A run's peak memory is set by a handful of buffers whose sizes follow from the resolved options
-and the image size alone (``pipeline.py``, ``tiling.py``, ``refine.py``, ``labels.py``):
+and the image size alone (``pipeline.py``, ``windows.py``, ``tiling.py``, ``refine.py``,
+``labels.py``). With ``H x W`` the image, ``H' x W'`` the working image (short side resized to
+``short_side``), ``K`` the maps (classes, or synonyms with ``softmax_then_max``), ``T`` the tokens
+of one window and floats of 4 bytes, a run goes through five phases, each holding the
+**image** (the caller's array and the copy the cache keeps for PAMR and relabelling) and the
+**window features** (every window's ``h x w x D`` embedding, kept for relabelling) plus:
 
-- the image: the caller's copy, the float copy of the window pass, the copy kept for PAMR;
-- the **working image**: resized to ``short_side`` (float32 RGB) and the resize's temporaries;
-- the **window batch**: ``batch_size`` windows through the ViT (tokens x width per block, the
-  T x T attention of the re-formed last block; a ``crop`` of 0 makes one window of the whole
-  working image, so T grows with its area);
-- the **window features**: every window's ``(h, w, D)`` embedding, kept for relabelling;
-- **logits at working resolution**: the stitcher's per-class sum, ``(K + 1) x H' x W'``;
-- **logits at output resolution**: ``K x H x W`` floats, then as many class probabilities;
-- **PAMR**: a second ``K x H x W`` map plus, per tile (``pamr_tile`` + a halo of
-  ``pamr_iterations x max(pamr_dilations)``), the image padded once per dilation, the
-  ``8 x len(dilations)`` affinities and a class chunk padded by the largest dilation.
+1. ``windows``: the **working image** (the float copy of the image, 12 bytes a pixel; the
+   resized image and the resize's temporaries, 36 bytes a working pixel) and the **window
+   batch**: ``batch_size`` windows through the ViT (their pixels; ``T x width`` activations of
+   a block, its ``qkv``, the residual stream and the DSI inputs kept, ``8 + dsi_layers + 2``
+   of them; the MLP's ``2 x T x mlp_ratio x width``; and the ``T x T`` maps of the re-formed last
+   pass, :func:`_attention_maps`: 10 for CRA, ``8 + 2..3 x heads`` for the per-head
+   readouts, as measured). ``crop = 0`` is one window of the whole working image, so
+   ``T`` grows with its area and the maps with its square.
+2. ``stitch``: the **logits at working resolution**, the stitcher's ``(K + 1) x H' x W'`` sum and
+   count, and two groups of upsampled window logits (at most ``UPSAMPLE_FLOATS`` each).
+3. ``upsample``: the same plus the **logits at output resolution**, ``K x H x W`` (none when
+   nothing was resized: the stitcher's sum is then the output).
+4. ``pamr`` (with PAMR): the ``K x H x W`` logits, the guide image (12 bytes a pixel; twice
+   with ``pamr_guide resized``), the refined ``K x H x W`` map and one tile's work, counted
+   twice (the C library's heap may keep a freed tile's blocks resident, and edge tiles differ
+   in size, so the next tile does not reuse them all; measured): a tile is
+   ``pamr_tile`` plus a halo of ``pamr_iterations x max(pamr_dilations)`` on each side; it
+   holds the tile image padded once per dilation, mean, variance and their temporaries, the
+   ``8 x len(dilations)`` affinities and their softmax, a chunk of classes (at most
+   ``CLASS_CHUNK_FLOATS``) three times (the input's padded copy, the iterate, the next one)
+   plus padded by the largest dilation, and the tile's ``K``-map output.
+5. ``labels``: the ``K x H x W`` logits, the ``K x H x W`` probabilities, the label image and
+   one chunk of :func:`clipseg.labels.labels_from_logits` (about ``CHUNK_PIXELS`` pixels: 10
+   bytes a map and 112 bytes of arg-max, threshold and label tensors per pixel); after PAMR
+   also one PAMR tile's work, which the heap may keep resident (measured: most of it with
+   256-pixel tiles and many classes).
 
-:func:`estimate_memory` adds them phase by phase and takes the largest phase;
-:func:`check_memory` compares that with the budget (:func:`memory_budget`: the ``max_memory``
-option, else the memory available now) and raises :class:`~clipseg.errors.InvalidConfigError`
-naming the option to change, the size the run would need and the budget. Model weights and the
-framework itself are not counted (they are loaded already when "available" is measured).
+:func:`estimate_memory` adds each phase's buffers, takes the largest phase and adds the
+**allocator slack** (:data:`SLACK_FRACTION` of it, at least :data:`SLACK_MIN`): the C library's
+malloc serves blocks under its mmap threshold (which grows up to 32 MiB) from its heap and keeps
+them there once freed, so resident memory runs above the live buffers after a phase has freed
+many such blocks. :func:`check_memory` compares the estimate with the budget
+(:func:`memory_budget`: the ``max_memory`` option, else the memory available now) and raises
+:class:`~clipseg.errors.InvalidConfigError` naming the option to change, the size the run would
+need and the budget. Model weights, the framework itself and the text embeddings are not
+counted (they are loaded already when "available" is measured).
+
+How good it is: ``benchmarks/bench_memory.py`` runs the real :class:`~clipseg.pipeline.Segmenter`
+on a grid of cases (ViT-B-16, CPU) and prints the measured peak resident memory above the
+baseline over this estimate (see ``benchmarks/README.md``); the estimate is meant to be an upper
+bound within a factor of about 2 of the truth for images large enough for the check to matter.
+On a GPU the window batch lives in device memory (:attr:`MemoryEstimate.device`), so the host
+figure is an over-estimate there.
 
 This module imports nothing heavy (no torch), so the command line can check a run before
 loading a model.
@@ -42,6 +73,11 @@ GIB = 1 << 30
 _UPSAMPLE_FLOATS = 1 << 24
 #: Floats of one PAMR class chunk (refine.CLASS_CHUNK_FLOATS).
 _PAMR_CHUNK_FLOATS = 1 << 24
+#: Resident memory above the live buffers, as a fraction of the busiest phase: heap blocks the
+#: C library keeps after a free (measured: up to about a tenth, benchmarks/bench_memory.py).
+SLACK_FRACTION = 0.125
+#: ... and at least this many bytes.
+SLACK_MIN = 16 << 20
 #: Pixels per chunk of the softmax over classes (labels.CHUNK_PIXELS is of this order).
 _LABEL_CHUNK_PIXELS = 1 << 20
 
@@ -91,7 +127,8 @@ class MemoryEstimate:
     Attributes
     ----------
     peak : int
-        Bytes at the busiest moment (the largest :attr:`phases` value).
+        Bytes at the busiest moment: the largest :attr:`phases` value plus the allocator
+        slack (``parts["allocator slack"]``).
     phases : dict of str to int
         Bytes held during each phase (``windows``, ``stitch``, ``upsample``, ``pamr``,
         ``labels``).
@@ -126,7 +163,8 @@ _PHASE_PARTS = {
     "upsample": ("image", "window features", "logits at working resolution",
                  "logits at output resolution"),
     "pamr": ("image", "window features", "logits at output resolution", "PAMR"),
-    "labels": ("image", "window features", "logits at output resolution", "probabilities"),
+    "labels": ("image", "window features", "logits at output resolution", "probabilities",
+               "PAMR tile"),
 }
 
 
@@ -154,6 +192,33 @@ def _grid_count(size: int, crop: int, stride: int) -> int:
 
 def _fed(side: int, patch: int, patch_fit: str) -> int:
     return side if patch_fit == "drop" else math.ceil(side / patch) * patch
+
+
+def _attention_maps(readout: Any, heads: int) -> int:
+    """``T x T`` float maps a window holds at its busiest, for ``readout``.
+
+    Measured on ViT-B-16 with one window of 3073 tokens (``benchmarks/bench_memory.py``,
+    crop 0): about 9 maps with ``clipseg`` (CRA + relation) and with ``kk_middle`` alike, so
+    most of it is common to the pass (the blocks' attention) rather than CRA's DBSCAN masks:
+    8 are counted for every readout, plus the re-formed last block's own: 2 for the one-map
+    family (logits and softmax), 2 per head for the per-head readouts (``qk``, ``clearclip``,
+    ``naclip``, the last with its window bias), 3 per head for SCLIP's two attentions and their
+    sum (measured about 2.6), one per head for ``vanilla`` (the library's block); MaskCLIP
+    has no attention of its own.
+    """
+    method = getattr(readout, "method", "clipseg")
+    own = {"sclip": 3 * heads + 1, "clearclip": 2 * heads + 1, "naclip": 2 * heads + 2,
+           "qk": 2 * heads + 1, "vanilla": heads, "maskclip": 0}
+    return 8 + own.get(method, 2)
+
+
+def _label_chunk_bytes(maps: int, height: int, width: int) -> int:
+    """Temporaries of one chunk of :func:`clipseg.labels.labels_from_logits`: per pixel the
+    scaled logits and their softmax (8 bytes a map, 2 more for the per-synonym reduction) and
+    the arg-max, threshold and label tensors (int64 mostly: 112 bytes, measured with
+    ``benchmarks/bench_memory.py``, heap reuse included)."""
+    rows = max(1, _LABEL_CHUNK_PIXELS // max(1, width))
+    return (10 * maps + 112) * min(height, rows) * width
 
 
 def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
@@ -207,7 +272,7 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
     per_window = (3 * fh * fw * 2                                  # pixels, and their concat
                   + tokens * facts.width * (8 + kept)              # block activations, DSI
                   + tokens * hidden * 2                            # MLP
-                  + tokens * tokens * (facts.heads + 4))           # attention, CRA, relation
+                  + tokens * tokens * _attention_maps(config.readout, facts.heads))
     parts: dict[str, int] = {
         "image": 2 * image_bytes * hw,  # the caller's and the copy kept for PAMR / relabel
         "working image": f4 * 3 * (hw + 3 * rhw),  # float copy, resized, resize temporaries
@@ -216,7 +281,7 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
         "logits at working resolution": f4 * ((maps + 1) * rhw + 2 * min(
             _UPSAMPLE_FLOATS, count * maps * wh * ww)),
         "logits at output resolution": f4 * maps * hw if (rh, rw) != (height, width) else 0,
-        "probabilities": f4 * maps * hw + 2 * hw + f4 * 4 * maps * min(hw, _LABEL_CHUNK_PIXELS),
+        "probabilities": f4 * maps * hw + 2 * hw + _label_chunk_bytes(maps, height, width),
     }
     if cached:
         parts["image"] = image_bytes * hw
@@ -233,9 +298,10 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
         region = (sum(3 * (th + 2 * d) * (tw + 2 * d) for d in dil)   # padded image per d
                   + 3 * 3 * area                                      # mean, var, temporaries
                   + 2 * 8 * nd * area                                 # affinities, softmax
-                  + chunk * (2 * area + padded)                       # propagate
+                  + chunk * (3 * area + padded)                       # propagate
                   + maps * area)                                      # the region's output
         parts["PAMR"] = f4 * (guide + region + maps * hw)             # + the refined map
+        parts["PAMR tile"] = f4 * region
     image, feats = parts["image"], parts["window features"]
     out = parts["logits at output resolution"]
     phases = {
@@ -245,9 +311,15 @@ def estimate_memory(config: Any, height: int, width: int, num_maps: int, *,
         "labels": image + feats + logits_out + parts["probabilities"],
     }
     if refine.pamr:
-        phases["pamr"] = image + feats + logits_out + parts["PAMR"]
+        # the heap keeps up to one tile's work resident once it is freed (measured: most of it
+        # with tiles of 256 and many classes), under the next tile (edge tiles differ in
+        # size, so their blocks do not all reuse it) and under the labels that follow
+        phases["pamr"] = image + feats + logits_out + parts["PAMR"] + parts["PAMR tile"]
+        phases["labels"] += parts["PAMR tile"]
     device = f4 * per_window  # one window: what a GPU must hold at the least
-    return MemoryEstimate(peak=max(phases.values()), phases=phases, parts=parts,
+    busiest = max(phases.values())
+    parts["allocator slack"] = max(SLACK_MIN, int(busiest * SLACK_FRACTION))
+    return MemoryEstimate(peak=busiest + parts["allocator slack"], phases=phases, parts=parts,
                           working=(rh, rw), device=device)
 
 
@@ -328,6 +400,8 @@ _ADVICE = {
                                     "(short_side 0 with --tile-size)"),
     "PAMR": ("pamr_tile", "lower pamr_tile, pamr_dilations or pamr_iterations, or turn PAMR "
                           "off"),
+    "PAMR tile": ("pamr_tile", "lower pamr_tile, pamr_dilations or pamr_iterations, or turn "
+                               "PAMR off"),
 }
 
 

@@ -312,6 +312,7 @@ class Segmenter:
                     image = torch.from_numpy(_image01(cache.image)).permute(2, 0, 1)
                 logits = pamr(image, logits, refine.pamr_dilations, refine.pamr_iterations,
                               refine.pamr_tile, device=loaded.device)
+                del image  # the guide (12 bytes a pixel) is not needed by the labels
                 yield Progress("refine", 1, 1)
         yield Progress("labels", 0, 1)
         labels = self._resolve_labels(labels)
