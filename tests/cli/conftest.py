@@ -45,3 +45,19 @@ def save(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+def main_in_fresh_python(argv: list[str], **run_kwargs) -> tuple[str, str]:
+    """Run ``clipseg.apps.cli.main(argv)`` in a new interpreter; return its stdout (lines
+    ``HEAVY [...]``: which of torch / open_clip / timm got imported, ``RC n``) and stderr."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom clipseg.apps.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm')"
+            " if m in sys.modules))\n"
+            "print('RC', rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, **run_kwargs)
+    return proc.stdout, proc.stderr

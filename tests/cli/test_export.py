@@ -619,22 +619,17 @@ def test_bad_command_lines_exit_2(src, tmp_path, capsys):
 
 
 def test_a_real_export_imports_neither_torch_nor_open_clip(src, tmp_path):
-    import subprocess
     import sys
+
+    from tests.cli.conftest import main_in_fresh_python
 
     images, drafts = src
     review_all(images, drafts)
     argv = ["export", str(drafts), "-o", str(tmp_path / "out"), "--format", "coco", "masks",
             "yolo", "--instances", "red"]
-    code = ("import sys\nfrom clipseg.apps.cli import main\n"
-            f"rc = main({argv!r})\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm')"
-            " if m in sys.modules))\n"
-            "print('RC', rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                              sys.path)})
-    assert "HEAVY []" in proc.stdout and "RC 0" in proc.stdout, proc.stdout + proc.stderr
+    out, err = main_in_fresh_python(argv, env={**os.environ,
+                                               "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "HEAVY []" in out and "RC 0" in out, out + err
 
 
 def test_review_states_are_what_the_export_reads(src):

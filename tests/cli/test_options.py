@@ -87,15 +87,8 @@ def test_help_exits_0(capsys):
                                    "--tau", "-1"],
                                   ["segment", "--no-such-flag"]])
 def test_parsing_and_option_errors_import_neither_torch_nor_open_clip(argv, tmp_path):
-    import subprocess
-    import sys
+    from tests.cli.conftest import main_in_fresh_python
 
-    code = ("import sys\nfrom clipseg.apps.cli import main\n"
-            f"rc = main({argv!r})\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'open_clip', 'timm')"
-            " if m in sys.modules))\n"
-            "print('RC', rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
-    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
-    assert ("RC 0" if "--help" in argv else "RC 2") in proc.stdout
+    out, err = main_in_fresh_python(argv, cwd=tmp_path)
+    assert "HEAVY []" in out, out + err
+    assert ("RC 0" if "--help" in argv else "RC 2") in out
