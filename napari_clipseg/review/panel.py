@@ -340,9 +340,6 @@ class ReviewWidget(QWidget):
         self.config = config
 
     # -- preparing images in a worker (see prepare.py) ------------------------------------
-    def _request(self, index: int, kind: str = "load") -> None:
-        self.jobs.request(index, kind)
-
     def _start_job(self, job: Job) -> tuple[Any, Any, tuple] | None:
         series = self.series
         if series is None or self._closed:
@@ -391,7 +388,7 @@ class ReviewWidget(QWidget):
         else:
             self._set_status(f"Opening {self.series[index].name}…")
             self._update_controls()
-            self._request(index)
+            self.jobs.request(index)
 
     def _display(self, index: int, prepared: Prepared) -> None:
         series = self.series
@@ -465,7 +462,7 @@ class ReviewWidget(QWidget):
         series = self.series
         nxt = index + 1
         if series is not None and nxt < len(series) and nxt not in self.jobs.cache:
-            self._request(nxt)
+            self.jobs.request(nxt)
 
     def _table_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:
         names, colors, synonyms = self.series.table.snapshot()
@@ -513,7 +510,7 @@ class ReviewWidget(QWidget):
         self._set_status(f"{name}: segmenting with {len(names)} classes…")
         self._segmenting = self.index
         self._update_controls()
-        self._request(self.index, "segment")
+        self.jobs.request(self.index, "segment")
 
     def _class_names(self) -> list[str]:
         from clipseg.text import parse_classes
